@@ -1,0 +1,36 @@
+"""Device choice and mixed precision (DESIGN.md §5): ``auto`` picks CUDA when present; on CUDA the
+forward runs under bf16 autocast and the model uses channels_last."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from utils.errors import UserError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: accepted: auto, cpu, cuda, cuda:N") from None
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,99 @@
+"""Training from scratch with exact resume: pretraining (main_train.py) and retraining.
+
+SGD (momentum, weight decay) or SAM(SGD), cosine schedule with optional warm-up stepped per epoch,
+augmentation on whole batches. After every epoch an atomic checkpoint holds model, optimizer,
+scheduler, the batch generator's and torch's RNG states, the learning-event sums and the history;
+``resume=True`` continues from it and ends bitwise equal to an uninterrupted run on the CPU.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.loop import train_epoch
+from trainer.optim import SamConfig, make_optimizer
+from trainer.schedule import cosine_with_warmup
+from utils.batches import iterate, num_batches
+from utils.data import ImageData
+from utils.io import atomic_torch_save
+from utils.learning_events import LearningEvents
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What defines a training run (the pretraining recipe; retrain reuses it)."""
+
+    epochs: int
+    lr: float = 0.1
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: int = 0
+    augment: bool = True
+    sam: SamConfig | None = None
+    optimizer: str = "sgd"
+
+
+def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe, *, seed: int,
+        device: torch.device, run_dir: Path | None = None, resume: bool = False,
+        events: LearningEvents | None = None, val_ids: np.ndarray | None = None,
+        log: Callable[[str], None] = print, desc: str = "train") -> list[dict]:
+    """Train ``model`` on ``train_ids``; returns the per-epoch history."""
+    optimizer = make_optimizer(model.parameters(), recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, sam=recipe.sam)
+    scheduler = cosine_with_warmup(optimizer, recipe.epochs, recipe.warmup)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[dict] = []
+    start = 0
+    ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if events is not None and "events" in state:
+            events.load_state_dict(state["events"])
+        history = json.loads(state["history"])
+        start = int(state["epoch"])
+        log(f"resumed from {ckpt_path} at epoch {start}")
+    augment = data.augment if recipe.augment else None
+    on_batch = (lambda b, logits: events.update(b.ids, logits, b.y)) if events is not None else None
+    steps = num_batches(len(train_ids), recipe.batch_size)
+    for epoch in range(start, recipe.epochs):
+        t0 = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        batches = iterate(data.x, data.y, train_ids, recipe.batch_size, shuffle=True, generator=gen,
+                          device=device, augment=augment)
+        stats = train_epoch(model, optimizer, batches, on_batch=on_batch, device=device, total=steps,
+                            desc=f"{desc} {epoch + 1}/{recipe.epochs}")
+        scheduler.step()
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
+               "seconds": time.perf_counter() - t0}
+        if val_ids is not None and len(val_ids):
+            from trainer.evaluate import accuracy
+            row["val_acc"] = accuracy(model, data, "train", val_ids, device=device)
+        history.append(row)
+        log(f"{desc} epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} loss {stats['loss']:.4f} "
+            f"train acc {100 * stats['acc']:.2f}%" + (f" val acc {100 * row['val_acc']:.2f}%" if "val_acc" in row else "")
+            + f" ({row['seconds']:.1f}s)")
+        if ckpt_path is not None:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
+                     "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": json.dumps(history)}
+            if events is not None:
+                state["events"] = events.state_dict()
+            atomic_torch_save(ckpt_path, state)
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+    return history
