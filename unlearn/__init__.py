@@ -1,0 +1,30 @@
+"""Registry of unlearning methods: ``METHODS[name](task, cfg)`` (see :mod:`unlearn.base`).
+
+Each method lives in its own module with its update rule in the docstring.
+"""
+from __future__ import annotations
+
+import importlib
+
+from unlearn.base import UnlearnConfig, UnlearnFn, UnlearnTask
+
+# name -> "module:function"; imported on first use so one method's import cost never hits another.
+_REGISTRY: dict[str, str] = {}
+
+
+def register(name: str, target: str) -> None:
+    _REGISTRY[name] = target
+
+
+def get_method(name: str) -> UnlearnFn:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown unlearning method {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    module, fn = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def method_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+__all__ = ["UnlearnConfig", "UnlearnTask", "UnlearnFn", "get_method", "method_names", "register"]
