@@ -9,7 +9,20 @@ import importlib
 from unlearn.base import UnlearnConfig, UnlearnFn, UnlearnTask
 
 # name -> "module:function"; imported on first use so one method's import cost never hits another.
-_REGISTRY: dict[str, str] = {}
+_REGISTRY: dict[str, str] = {
+    "raw": "unlearn.noop:unlearn",
+    "original": "unlearn.noop:unlearn",
+    "retrain": "unlearn.retrain:unlearn",
+    "FT": "unlearn.finetune:unlearn",
+    "FT_l1": "unlearn.l1_sparse:unlearn",
+    "FT_prune": "unlearn.l1_sparse:unlearn",
+    "GA": "unlearn.neggrad:unlearn",
+    "NG": "unlearn.neggrad_plus:unlearn",
+    "SCRUB": "unlearn.scrub:unlearn",
+    "wfisher": "unlearn.wfisher:unlearn",
+    "RL": "unlearn.salun:unlearn",
+    "RL_og": "unlearn.random_label:unlearn",
+}
 
 
 def register(name: str, target: str) -> None:
