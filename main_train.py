@@ -18,6 +18,7 @@ import torch
 from arg_parser import parse_args
 from models import build_model
 from trainer.device import prepare_model, resolve_device
+from trainer.distributed import init_distributed, unwrap, wrap_model
 from trainer.evaluate import predict_split
 from trainer.fit import CHECKPOINT, Recipe, fit
 from utils.artifacts import (check_writable, prepare_run_dir, run_config, save_model, write_config,
@@ -30,10 +31,10 @@ from utils.learning_events import LearningEvents
 from utils.pretrained import pretrain_dir, pretrain_name, sam_config
 
 
-def device_from_args(args) -> torch.device:
+def device_from_args(args, local_rank: int | None = None) -> torch.device:
     dev = resolve_device(args.device)
     if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", args.gpu)
+        dev = torch.device("cuda", args.gpu if local_rank is None else local_rank)
     return dev
 
 
@@ -46,25 +47,37 @@ def main() -> int:
     check_writable(run_dir)
     if args.resume and not (run_dir / CHECKPOINT).is_file():
         raise UserError(f"--resume: no checkpoint to resume from at {run_dir / CHECKPOINT}")
-    device = device_from_args(args)
+    info = init_distributed(resolve_device(args.device).type)
+    device = device_from_args(args, info.local_rank if info.enabled else None)
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
     torch.manual_seed(args.train_seed if args.train_seed is not None else args.seed)
     model = build_model(args.arch, data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
                         mean=data.mean, std=data.std, imagenet_arch=args.imagenet_arch)
-    run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
-    model = prepare_model(model, device)
-    write_config(run_dir, run_config(args, stage="pretrain", run_name=pretrain_name(args),
-                                     num_train=len(data.train_ids), num_val=len(data.val_ids)))
+    if info.is_main:
+        run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
+        write_config(run_dir, run_config(args, stage="pretrain", run_name=pretrain_name(args),
+                                         num_train=len(data.train_ids), num_val=len(data.val_ids),
+                                         world_size=info.world))
+    if info.enabled:
+        torch.distributed.barrier()
+    model = wrap_model(prepare_model(model, device), info, device)
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
                     weight_decay=args.weight_decay, warmup=args.warmup, augment=not args.no_aug,
                     sam=sam_config(args))
     events = LearningEvents(len(data.x), device)
-    print(f"pretraining {args.arch} on {args.dataset} ({len(data.train_ids)} train, {len(data.val_ids)} val, "
-          f"{len(data.test_y)} test) on {device} -> {run_dir}")
+    if info.is_main:
+        print(f"pretraining {args.arch} on {args.dataset} ({len(data.train_ids)} train, {len(data.val_ids)} val, "
+              f"{len(data.test_y)} test) on {device}" + (f" x{info.world} ranks" if info.enabled else "")
+              + f" -> {run_dir}")
     t0 = time.perf_counter()
     history = fit(model, data.to(device), data.train_ids, recipe, seed=args.seed, device=device, run_dir=run_dir,
-                  resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain")
+                  resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain", dist_info=info)
     train_seconds = time.perf_counter() - t0
+    if info.enabled:
+        torch.distributed.destroy_process_group()
+    if not info.is_main:
+        return 0
+    model = unwrap(model)
 
     splits, metrics = {}, {}
     for name, split, ids in (("train", "train", data.train_ids), ("val", "train", data.val_ids),

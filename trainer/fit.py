@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.distributed import DistInfo, all_reduce_sum_, local_slice, unwrap
 from trainer.loop import train_epoch
 from trainer.optim import SamConfig, make_optimizer
 from trainer.schedule import cosine_with_warmup
-from utils.batches import iterate, num_batches
+from utils.batches import Batch, iterate, num_batches
 from utils.data import ImageData
-from utils.io import atomic_torch_save
+from utils.io import atomic_torch_save, atomic_write_bytes
 from utils.learning_events import LearningEvents
 
 CHECKPOINT = "checkpoint.pt"
@@ -46,8 +47,11 @@ class Recipe:
 def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe, *, seed: int,
         device: torch.device, run_dir: Path | None = None, resume: bool = False,
         events: LearningEvents | None = None, val_ids: np.ndarray | None = None,
-        log: Callable[[str], None] = print, desc: str = "train") -> list[dict]:
-    """Train ``model`` on ``train_ids``; returns the per-epoch history."""
+        log: Callable[[str], None] = print, desc: str = "train", dist_info: DistInfo = DistInfo()) -> list[dict]:
+    """Train ``model`` on ``train_ids``; returns the per-epoch history.
+
+    Under torchrun pass the DDP-wrapped model and ``dist_info``: each rank trains on its slice of
+    every global batch (trainer/distributed.py) and only rank 0 writes the checkpoint."""
     optimizer = make_optimizer(model.parameters(), recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay, sam=recipe.sam)
     scheduler = cosine_with_warmup(optimizer, recipe.epochs, recipe.warmup)
@@ -57,7 +61,7 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
@@ -66,29 +70,39 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
             events.load_state_dict(state["events"])
         history = json.loads(state["history"])
         start = int(state["epoch"])
+        if dist_info.is_main:  # log.jsonl is appended after the checkpoint: a kill in between lost a row
+            atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
         log(f"resumed from {ckpt_path} at epoch {start}")
     augment = data.augment if recipe.augment else None
-    on_batch = (lambda b, logits: events.update(b.ids, logits, b.y)) if events is not None else None
+    on_batch = ((lambda b, logits: events.update(b.ids, logits, b.y) if b.scale > 0 else None)
+                if events is not None else None)
     steps = num_batches(len(train_ids), recipe.batch_size)
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         batches = iterate(data.x, data.y, train_ids, recipe.batch_size, shuffle=True, generator=gen,
                           device=device, augment=augment)
+        if dist_info.enabled:
+            batches = _local_batches(batches, dist_info)
         stats = train_epoch(model, optimizer, batches, on_batch=on_batch, device=device, total=steps,
                             desc=f"{desc} {epoch + 1}/{recipe.epochs}")
         scheduler.step()
+        if dist_info.enabled:
+            t = torch.tensor([stats["loss"], stats["acc"]], dtype=torch.float64)
+            stats = dict(zip(("loss", "acc"), (all_reduce_sum_(t, dist_info) / dist_info.world).tolist()))
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
                "seconds": time.perf_counter() - t0}
         if val_ids is not None and len(val_ids):
             from trainer.evaluate import accuracy
-            row["val_acc"] = accuracy(model, data, "train", val_ids, device=device)
+            row["val_acc"] = accuracy(unwrap(model), data, "train", val_ids, device=device)
         history.append(row)
+        if not dist_info.is_main:
+            continue
         log(f"{desc} epoch {epoch + 1}/{recipe.epochs} lr {lr:.4g} loss {stats['loss']:.4f} "
             f"train acc {100 * stats['acc']:.2f}%" + (f" val acc {100 * row['val_acc']:.2f}%" if "val_acc" in row else "")
             + f" ({row['seconds']:.1f}s)")
         if ckpt_path is not None:
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "generator": gen.get_state(),
                      "torch_rng": torch.get_rng_state(), "epoch": epoch + 1, "history": json.dumps(history)}
             if events is not None:
@@ -96,4 +110,19 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
             atomic_torch_save(ckpt_path, state)
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+    if dist_info.enabled and events is not None:
+        all_reduce_sum_(events.sums, dist_info)
+        all_reduce_sum_(events.counts, dist_info)
     return history
+
+
+def _local_batches(batches, info: DistInfo):
+    """This rank's slice of each global batch, its loss scaled so that DDP's gradient average
+    equals the gradient of the global batch mean."""
+    for b in batches:
+        n = len(b.y)
+        sl = local_slice(n, info)
+        k = sl.stop - sl.start
+        if k == 0:  # fewer examples than ranks: contribute a zero-weight example
+            sl, k = slice(0, 1), 0
+        yield Batch(b.x[sl], b.y[sl], b.ids[sl], scale=info.world * k / n)

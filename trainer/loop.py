@@ -36,8 +36,11 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
         def closure(b=b):
             with autocast(device):
                 out = model(b.x)
-            return loss_fn(out.float(), b.y), out
+            loss = loss_fn(out.float(), b.y)
+            return (loss * b.scale if b.scale != 1.0 else loss), out
         loss, logits = optimizer_step(model, optimizer, closure, trainable=trainable)
+        if b.scale != 1.0:
+            loss = loss / b.scale
         if on_batch is not None:
             on_batch(b, logits)
         n = len(b.y)

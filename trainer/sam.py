@@ -63,12 +63,19 @@ class SAM(torch.optim.Optimizer):
                 g1 = p.grad if p.grad is not None else torch.zeros_like(p)
                 p.grad = g0 + self.sign * group["lamb"] * (g1 - g0)
                 p.copy_(st.pop("old_p"))
-        self.base_optimizer.step()
+        # Through self.step (not base_optimizer.step directly) so that an LR scheduler, which
+        # wraps ``optimizer.step`` to check the call order, sees the step and does not warn.
+        self._combined = True
+        self.step()
         if zero_grad:
             self.zero_grad(set_to_none=True)
 
     def step(self, closure=None):  # noqa: D401 - SAM needs two gradient evaluations
-        raise RuntimeError("SAM is driven by first_step/second_step (see trainer.step.optimizer_step)")
+        """The base optimizer's step on the combined gradient; only second_step may call it."""
+        if not getattr(self, "_combined", False):
+            raise RuntimeError("SAM is driven by first_step/second_step (see trainer.step.optimizer_step)")
+        self._combined = False
+        return self.base_optimizer.step()
 
     def _grad_norm(self) -> torch.Tensor:
         norms = []

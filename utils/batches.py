@@ -18,6 +18,7 @@ class Batch:
     x: torch.Tensor  # float [B, C, H, W] in [0, 1], on the device
     y: torch.Tensor  # int64 [B], on the device
     ids: torch.Tensor  # int64 [B] global ids, on the CPU
+    scale: float = 1.0  # loss multiplier (data-parallel slices of a global batch)
 
 
 def augment_batch(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
