@@ -106,7 +106,6 @@ def test_readme_command_end_to_end(pretrained):
     assert moved > 0
 
 
-@pytest.mark.xfail(strict=False, reason="unlearn/run.py should refuse RL without --path before any work")
 def test_salun_without_mask_is_a_user_error(pretrained):
     root, ck = pretrained
     r = _run(["main_random.py", "--unlearn", "RL", "--num_indexes_to_replace", "60", "--mem", "high", *COMMON,

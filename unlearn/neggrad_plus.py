@@ -1,0 +1,142 @@
+"""``NG`` (NegGrad+), and Sharp MinMax (``--separate A B`` with a saliency mask).
+
+Sources: NegGrad+ of Kurmanji et al. 2023 as in RUM (rum-spec §1.5); Sharp MinMax of Tang &
+Khanna, "Sharpness-Aware Machine Unlearning" (upstream-spec §5.9 "NG", §5.10).
+
+One epoch = one shuffled pass over the retain set; each retain batch is paired with the next
+forget batch. The forget set is cycled: when it runs out it is reshuffled and drawn again (the
+original's ``itertools.cycle`` replays the first pass's batches in the same order and with the
+same augmentation; we reshuffle each pass, which is what a second pass of a shuffled loader means).
+
+Plain NegGrad+ (no ``--separate``), per iteration, one optimizer step on
+
+    L = alpha * CE(f(x_r), y_r) - (1 - alpha) * CE(f(x_f), y_f)          (alpha = --alpha, default 0.99)
+
+SAM (``--sam``) takes the SAM step on the same L. A saliency mask, if given, is a hard constraint
+(DESIGN.md §7.6; the original ignored it under SAM).
+
+Sharp MinMax (``--separate A B``, needs a mask ``M``, True = salient): two optimizers on the same
+model, each with its own state; per iteration two sub-steps:
+
+    (1) retain step on  L_r =  alpha * CE(f(x_r), y_r)      over the NON-salient weights (~M),
+        SAM with sign A (when --sam is given; plain steps otherwise);
+    (2) forget step on  L_f = -(1 - alpha) * CE(f(x_f), y_f) over the salient weights (M),
+        at the weights left by (1), fresh forward, SAM with sign B.
+
+The partition is exact: a sub-step never moves the weights outside its part, not through weight
+decay, momentum or the SAM perturbation (trainer.step.optimizer_step with ``trainable=``). The
+original perturbed all weights, and with sign ``max`` its forget step moved the non-salient weights
+by ``2 g0`` too (upstream-spec §5.9); DESIGN.md §7.6 makes the mask hard, so that leak is gone.
+Both schedulers (MultiStepLR) step once per epoch.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.device import autocast
+from trainer.mask import Mask, complement
+from trainer.optim import SamConfig
+from trainer.step import optimizer_step
+from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
+from utils.batches import Batch, num_batches
+
+
+def _ce(model: nn.Module, b: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    with autocast(device):
+        out = model(b.x)
+    return F.cross_entropy(out.float(), b.y), out
+
+
+def ng_loss(model: nn.Module, br: Batch, bf: Batch, alpha: float,
+            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``alpha * CE(retain batch) - (1 - alpha) * CE(forget batch)`` and the retain logits."""
+    device = torch.device(device)
+    ce_r, out_r = _ce(model, br, device)
+    ce_f, _ = _ce(model, bf, device)
+    return alpha * ce_r - (1.0 - alpha) * ce_f, out_r
+
+
+def cycle_batches(task: UnlearnTask, ids: np.ndarray, cfg: UnlearnConfig) -> Iterator[Batch]:
+    """Endless batches of ``ids``, reshuffled on every pass."""
+    if len(ids) == 0:
+        raise ValueError("NG needs a non-empty forget set")
+    while True:
+        yield from batches(task, ids, cfg)
+
+
+def minmax_step(model: nn.Module, opt_retain: torch.optim.Optimizer, opt_forget: torch.optim.Optimizer,
+                br: Batch, bf: Batch, alpha: float, mask: Mask,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Sharp MinMax iteration (see the module docstring); returns (L_r, L_f, retain logits)."""
+    device = torch.device(device)
+
+    def retain_closure():
+        ce, out = _ce(model, br, device)
+        return alpha * ce, out
+
+    def forget_closure():
+        ce, out = _ce(model, bf, device)
+        return -(1.0 - alpha) * ce, out
+
+    loss_r, out_r = optimizer_step(model, opt_retain, retain_closure, trainable=complement(mask))
+    loss_f, _ = optimizer_step(model, opt_forget, forget_closure, trainable=mask)
+    return loss_r, loss_f, out_r
+
+
+def _sam_with_sign(cfg: UnlearnConfig, sign: str) -> SamConfig | None:
+    if cfg.sam is None:
+        return None
+    return SamConfig(sign=sign, rho=cfg.sam.rho, lamb=cfg.sam.lamb, adaptive=cfg.sam.adaptive)
+
+
+def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
+    model, device, alpha = task.model, torch.device(task.device), float(cfg.alpha)
+    separate = cfg.separate is not None
+    if separate:
+        if cfg.mask is None:
+            raise ValueError("NG with --separate (Sharp MinMax) needs a saliency mask (--path)")
+        params = dict(model.named_parameters())
+        mask = {n: cfg.mask[n].to(params[n].device).bool() if n in cfg.mask
+                else torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
+        a, b = cfg.separate
+        opt_r, sched_r = make_unlearn_optimizer(model.parameters(), cfg, sam=_sam_with_sign(cfg, a),
+                                                use_sam=cfg.sam is not None)
+        opt_f, sched_f = make_unlearn_optimizer(model.parameters(), cfg, sam=_sam_with_sign(cfg, b),
+                                                use_sam=cfg.sam is not None)
+        scheds = [sched_r, sched_f]
+    else:
+        opt, sched = make_unlearn_optimizer(model.parameters(), cfg)
+        scheds = [sched]
+    steps = num_batches(len(task.retain_ids), cfg.batch_size)
+    history = []
+    for epoch in range(cfg.epochs):
+        model.train()
+        forget_iter = cycle_batches(task, task.forget_ids, cfg)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for br in batches(task, task.retain_ids, cfg):
+            bf = next(forget_iter)
+            if separate:
+                lr_, lf_, out = minmax_step(model, opt_r, opt_f, br, bf, alpha, mask, device)
+                loss = lr_ + lf_
+            else:
+                loss, out = optimizer_step(model, opt, lambda br=br, bf=bf: ng_loss(model, br, bf, alpha, device),
+                                           trainable=cfg.mask)
+            n = len(br.y)
+            loss_sum += loss * n
+            correct += (out.argmax(1) == br.y).sum()
+            seen += n
+        for s in scheds:
+            s.step()
+        seen = max(seen, 1)
+        stats = {"loss": float(loss_sum) / seen, "acc": float(correct) / seen}
+        history.append(stats)
+        print(f"NG{' (Sharp MinMax)' if separate else ''} epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} "
+              f"retain acc {100 * stats['acc']:.2f}% ({steps} steps)")
+    return history
