@@ -32,7 +32,7 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -105,6 +105,7 @@ class Run:
     accuracy: dict[str, float]
     mia: dict[str, float]
     collapsed: bool
+    model_name: str | None = None  # the start model's run name (SGD vs SAM pretraining, ...)
 
     @property
     def is_retrain(self) -> bool:
@@ -179,6 +180,7 @@ def load_run(path: Path) -> Run:
             mia={k: (math.nan if v is None else float(v)) for k, v in mia.items()
                  if not isinstance(v, (dict, list))},
             collapsed=bool(m.get("collapsed", False)),
+            model_name=_opt_str(m.get("model_name")),
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad value ({' '.join(str(e).split())[:120]})") from None
@@ -430,6 +432,11 @@ def build_report(runs: Sequence[Run], metric: Metric, *, root: str = "", filters
     """Pair every run with its retrain reference and aggregate per (method tag, forget set)."""
     filters = filters or Filters()
     notes: list[str] = []
+    starts = {r.model_name for r in runs if not r.is_retrain and r.model_name}
+    if len(starts) > 1:  # unlearning from several pretrained models: one row per (method, model)
+        runs = [r if r.is_retrain or not r.model_name else replace(r, method_tag=f"{r.method_tag} @{r.model_name}")
+                for r in runs]
+        notes.append(f"runs start from {len(starts)} pretrained models; each row is tagged '@<model>'")
     # retrain index: (dataset, arch, sha, seed) and (dataset, arch, name, seed) -> runs
     by_sha: dict[tuple, list[Run]] = {}
     by_name: dict[tuple, list[Run]] = {}

@@ -369,3 +369,22 @@ def test_entanglement_score_builder_group(tmp_path, capsys):
     res = json.loads((tmp_path / "ckpts" / "analysis" / "es.json").read_text())
     assert res["num_forget"] == 30 and res["forget_set"].startswith("digits_es-g14_n30")
     assert Path(res["forget_set_file"]).is_file() and math.isfinite(res["es"])
+
+
+def test_runs_from_two_pretrained_models_get_separate_rows(tmp_path):
+    """FT from an SGD- and from a SAM-pretrained model on the same forget set and seed are two
+    rows (tagged with the start model), both scored against the one retrain run."""
+    fs = "digits_mem-high_n60"
+    write_run(tmp_path, method="retrain", tag="retrain", forget_set=fs, seed=1, acc=RETRAIN_HIGH[1], level="high")
+    for model, acc in (("sgd_model", FT_HIGH[1]), ("sam_model", (1.00, 0.10, 0.90, 0.80))):
+        d = write_run(tmp_path / model, method="FT", tag="FT_lr0.01_ep10_sgd", forget_set=fs, seed=1, acc=acc,
+                      level="high")
+        m = json.loads((d / "metrics.json").read_text())
+        m["model_name"] = model
+        (d / "metrics.json").write_text(json.dumps(m))
+    runs, _ = discover(tmp_path)
+    rep = build_report(runs, METRICS["tow"])
+    tags = sorted(t for t, _ in rep.rows)
+    assert tags == ["FT_lr0.01_ep10_sgd @sam_model", "FT_lr0.01_ep10_sgd @sgd_model"]
+    sam_cell = next(c for (t, _), c in rep.cells.items() if t.endswith("@sam_model"))
+    assert sam_cell.results[0].value == pytest.approx(1.0)  # identical to retrain on all three terms
