@@ -1,12 +1,12 @@
 """Many small models trained at once as one batched ensemble (DESIGN.md §9).
 
 The memorization estimator trains hundreds of copies of one small architecture, each on its own
-random subset of the training split. Trained one after another, a small model spends most of its
-time in per-step overhead (Python, kernel launches, the optimizer loop), not in arithmetic. Here M
-models are trained together: their parameters and buffers are stacked along a new leading model
-dimension (``torch.func.stack_module_state``) and one forward runs
-``vmap(functional_call(model, (params, buffers), x))`` over that dimension, so every step of all M
-models is a handful of batched kernels.
+random subset of the training split. Trained one after another, a small model spends much of its
+time in per-step overhead (Python, autograd bookkeeping, the optimizer loop, kernel launches on a
+GPU). Here M models are trained together: their parameters and buffers are stacked along a new
+leading model dimension (``torch.func.stack_module_state``) and one call of
+``vmap(grad_and_value(loss of functional_call(model, (params, buffers), x)))`` computes every
+model's gradient on its own batch.
 
 Semantics: model k is trained exactly as ``trainer.fit.fit(models[k], data, subsets[k], recipe,
 seed=seeds[k])`` trains it, up to floating-point summation order:
@@ -16,18 +16,23 @@ seed=seeds[k])`` trains it, up to floating-point summation order:
   draws of each batch in order, as ``utils.batches.iterate`` draws them;
 * all subsets have the same size, so every model takes the same number of steps per epoch (the
   last batch of an epoch is short for all of them alike);
-* SGD with momentum and weight decay runs on the stacked leaves: each stacked parameter is one
-  tensor of shape [M, ...] and SGD's update is elementwise, so this *is* per-model SGD; the loss
-  is the sum over models of each model's batch-mean cross-entropy, so model k's gradient is the
-  gradient of its own loss; the learning rate follows ``trainer.schedule.cosine_with_warmup``
-  stepped per epoch;
+* every model gets the gradient of its own batch-mean cross-entropy; SGD with momentum and weight
+  decay (torch.optim.SGD's update, written with ``torch._foreach`` ops) runs on the stacked
+  tensors: each is one tensor of shape [M, ...] and the update is elementwise, so this *is*
+  per-model SGD; the learning rate is ``lr * trainer.schedule.cosine_factor(epoch)``, the
+  LambdaLR of ``fit``;
 * BatchNorm works: buffers are stacked like parameters, each model normalizes with its own batch
   statistics and updates its own running statistics in place (a batched in-place update of a
   batched buffer is supported by vmap).
 
-Only plain SGD is batched. SAM, AdamW, or an architecture whose forward vmap cannot run (a probe
-step on a copy finds out) falls back to :func:`trainer.fit.fit` one model after another, with a
-printed note; :func:`train_models` makes that choice.
+Results match ``fit`` to float precision after a step; over many steps of a BatchNorm network at
+a high learning rate the two drift apart slowly, as any two summation orders do.
+
+When it pays. On a GPU batching wins by far (one launch per layer for all M models). On a CPU a
+model whose step is already compute-bound gains little or loses (vmap turns a convolution into a
+grouped convolution, slower on CPUs than M plain ones), so :func:`train_models` times one step
+both ways (on copies) and takes the faster; it also falls back to one-by-one ``fit`` for SAM,
+AdamW, or an architecture vmap cannot run, with a printed note.
 """
 from __future__ import annotations
 
@@ -39,11 +44,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from trainer.device import autocast
 from trainer.fit import Recipe
-from trainer.schedule import cosine_with_warmup
+from trainer.schedule import cosine_factor
 from trainer.step import NonFiniteLoss
 from utils.batches import augment_batch
 from utils.data import ImageData
@@ -59,32 +64,78 @@ class _Stacked:
         if not models:
             raise ValueError("no models to stack")
         self.models = list(models)
-        self.params, self.buffers = stack_module_state(self.models)
+        params, self.buffers = stack_module_state(self.models)
+        self.names = list(params)
+        self.params = [params[k].detach() for k in self.names]
         # A parameter-free skeleton: functional_call swaps the stacked slices in.
         self.skeleton = copy.deepcopy(self.models[0]).to("meta")
 
     def __len__(self) -> int:
         return len(self.models)
 
-    def forward(self, x: torch.Tensor, *, train: bool, shared_input: bool = False) -> torch.Tensor:
-        """Logits [M, B, C] of ``x`` ([M, B, ...] per model, or [B, ...] shared by all)."""
-        self.skeleton.train(train)
+    def param_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.params))
+
+    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """Eval-mode logits [M, B, C] of a batch ``x`` [B, ...] shared by all models."""
+        self.skeleton.eval()
 
         def one(p, b, xb):
             return functional_call(self.skeleton, (p, b), (xb,))
 
-        return vmap(one, in_dims=(0, 0, None if shared_input else 0), randomness="different")(
-            self.params, self.buffers, x)
+        return vmap(one, in_dims=(0, 0, None))(self.param_dict(), self.buffers, x)
 
     @torch.no_grad()
     def write_back(self) -> None:
         """Copy the stacked state into the individual modules."""
         for k, m in enumerate(self.models):
+            own = dict(zip(self.names, self.params))
             for name, p in m.named_parameters():
-                p.copy_(self.params[name][k])
+                p.copy_(own[name][k])
             for name, b in m.named_buffers():
                 if name in self.buffers:
                     b.copy_(self.buffers[name][k])
+
+
+class _EnsembleStep:
+    """One SGD step of every model of a :class:`_Stacked` on its own batch."""
+
+    def __init__(self, st: _Stacked, recipe: Recipe, device: torch.device) -> None:
+        self.st, self.recipe = st, recipe
+        self.momentum = [torch.zeros_like(p) for p in st.params]  # buf = 0.9 * 0 + d on step 1, as SGD
+        skeleton = st.skeleton.train(True)
+
+        def loss_one(p, b, xb, yb):
+            with autocast(device):
+                out = functional_call(skeleton, (p, b), (xb,))
+            out = out.float()
+            return F.cross_entropy(out, yb), out
+
+        self.grads = vmap(grad_and_value(loss_one, has_aux=True), randomness="different")
+
+    def __call__(self, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``xb`` [M, b, ...], ``yb`` [M, b]; returns the per-model losses [M] and logits [M, b, C]."""
+        grads, (loss, out) = self.grads(self.st.param_dict(), self.st.buffers, xb, yb)
+        if not torch.isfinite(loss).all():
+            bad = torch.nonzero(~torch.isfinite(loss)).flatten().tolist()
+            raise NonFiniteLoss(f"loss is not finite for ensemble members {bad[:10]}")
+        _sgd_(self.st.params, [grads[k] for k in self.st.names], self.momentum, lr=lr,
+              momentum=self.recipe.momentum, weight_decay=self.recipe.weight_decay)
+        return loss, out
+
+
+@torch.no_grad()
+def _sgd_(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor], *, lr: float,
+          momentum: float, weight_decay: float) -> None:
+    """torch.optim.SGD's update (no dampening, no Nesterov) on stacked tensors, in place:
+    d = g + wd * p; buf = momentum * buf + d; p -= lr * buf (``grads`` are overwritten)."""
+    if weight_decay != 0:
+        torch._foreach_add_(grads, params, alpha=weight_decay)
+    if momentum != 0:
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads)
+        grads = bufs
+    torch._foreach_add_(params, grads, alpha=-lr)
 
 
 def auto_chunk(model: nn.Module, example: torch.Tensor, batch_size: int, *,
@@ -127,19 +178,59 @@ def batchable(recipe: Recipe) -> str | None:
     return None
 
 
-def probe(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor) -> str | None:
-    """Run one batched forward/backward on copies of (at most two of) ``models``; None when it
-    works, else the error (the models themselves are not touched)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare_step_times(models: Sequence[nn.Module], xb: torch.Tensor, yb: torch.Tensor, recipe: Recipe,
+                       device: torch.device, repeats: int = 3) -> tuple[float | None, float, str | None]:
+    """Seconds of one batched step of all ``models`` and of M one-model steps, measured on copies
+    after a warm-up step, alternating the two ``repeats`` times and keeping the fastest of each (a
+    shared machine's noise only slows a run down); and the error when the batched step cannot run
+    (then its time is None). ``xb`` [b, ...] / ``yb`` [b] is one batch, given to every model."""
+    M = len(models)
+    err = None
+    batched_step = None
     try:
-        st = _Stacked([copy.deepcopy(m) for m in models[:2]])
-        xb = x[:2].unsqueeze(0).expand(len(st), *x[:2].shape)
-        out = st.forward(xb, train=True)
-        F.cross_entropy(out.flatten(0, 1).float(), y[:2].repeat(len(st))).backward()
+        st = _Stacked([copy.deepcopy(m) for m in models])
+        step = _EnsembleStep(st, recipe, device)
+        xs, ys = xb.expand(M, *xb.shape), yb.expand(M, *yb.shape)
+        step(xs, ys, recipe.lr)
         with torch.no_grad():
-            st.forward(x[:2], train=False, shared_input=True)
-        return None
+            st.forward_eval(xb[:2])
+
+        def batched_step():
+            step(xs, ys, recipe.lr)
+    except NonFiniteLoss:
+        raise
     except Exception as e:  # vmap raises many kinds of errors for unsupported operations
-        return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        err = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    one = copy.deepcopy(models[0]).train()
+    opt = torch.optim.SGD(one.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+
+    def single_step():
+        opt.zero_grad(set_to_none=True)
+        with autocast(device):
+            out = one(xb)
+        F.cross_entropy(out.float(), yb).backward()
+        opt.step()
+
+    def timed(fn) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - t0
+
+    single_step()
+    t_b, t_s = [], []
+    for _ in range(repeats):
+        if batched_step is not None:
+            t_b.append(timed(batched_step))
+        t_s.append(timed(single_step))
+    return (min(t_b) if t_b else None), M * min(t_s), err
 
 
 def _epoch_orders(gens: Sequence[torch.Generator], subsets: torch.Tensor) -> torch.Tensor:
@@ -175,15 +266,13 @@ def train_ensemble(models: Sequence[nn.Module], data: ImageData, subsets: Sequen
     for mod in models:
         mod.train()
     st = _Stacked(models)
-    leaves = list(st.params.values())
-    opt = torch.optim.SGD(leaves, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    sched = cosine_with_warmup(opt, recipe.epochs, recipe.warmup)
+    step = _EnsembleStep(st, recipe, device)
     augment = data.augment if recipe.augment else None
     bs = recipe.batch_size
     history: list[dict] = []
     for epoch in range(recipe.epochs):
         t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
+        lr = recipe.lr * cosine_factor(epoch, recipe.epochs, recipe.warmup)  # LambdaLR: base_lr * factor
         order = _epoch_orders(gens, subs)
         loss_sum = torch.zeros(M, dtype=torch.float64, device=device)
         correct = torch.zeros(M, dtype=torch.float64, device=device)
@@ -195,23 +284,13 @@ def train_ensemble(models: Sequence[nn.Module], data: ImageData, subsets: Sequen
             yb = data.y[g_dev].to(device, non_blocking=True)  # [M, b]
             if augment is not None and (augment[0] > 0 or augment[1]):
                 xb = torch.stack([augment_batch(xb[k], augment[0], augment[1], gens[k]) for k in range(M)])
-            with autocast(device):
-                out = st.forward(xb, train=True)
-            out = out.float()
-            per = F.cross_entropy(out.reshape(M * b, -1), yb.reshape(-1), reduction="none").view(M, b).mean(1)
-            if not torch.isfinite(per.detach()).all():
-                bad = torch.nonzero(~torch.isfinite(per.detach())).flatten().tolist()
-                raise NonFiniteLoss(f"loss is not finite for ensemble members {bad[:10]}")
-            opt.zero_grad(set_to_none=True)
-            per.sum().backward()
-            opt.step()
-            loss_sum += per.detach().double() * b
-            correct += (out.detach().argmax(2) == yb).sum(1).double()
-        sched.step()
-        loss = (loss_sum / m).cpu().numpy()
+            loss, out = step(xb, yb, lr)
+            loss_sum += loss.double() * b
+            correct += (out.argmax(2) == yb).sum(1).double()
+        loss_np = (loss_sum / m).cpu().numpy()
         acc = (correct / m).cpu().numpy()
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss.mean()), "train_acc": float(acc.mean()),
-               "train_loss_per_model": loss.tolist(), "train_acc_per_model": acc.tolist(),
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(loss_np.mean()), "train_acc": float(acc.mean()),
+               "train_loss_per_model": loss_np.tolist(), "train_acc_per_model": acc.tolist(),
                "seconds": time.perf_counter() - t0}
         history.append(row)
         if log is not None:
@@ -231,20 +310,14 @@ def predict_ensemble(models: Sequence[nn.Module], x: torch.Tensor, ids: np.ndarr
     device = torch.device(device)
     ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     M = len(models)
+    st = _Stacked(models) if batched else None
+    step = max(1, max_pairs // M) if batched else 512
     outs = []
-    if batched:
-        st = _Stacked(models)
-        step = max(1, max_pairs // M)
-    else:
-        step = 512
     for start in range(0, len(ids_t), step):
         gid = ids_t[start:start + step].to(x.device)
         xb = x[gid].to(device, non_blocking=True).float().div_(255)
         with autocast(device):
-            if batched:
-                out = st.forward(xb, train=False, shared_input=True)
-            else:
-                out = torch.stack([_eval_one(mod, xb) for mod in models])
+            out = st.forward_eval(xb) if st is not None else torch.stack([_eval_one(mod, xb) for mod in models])
         outs.append(out.float().cpu())
     if not outs:
         n_out = getattr(getattr(models[0], "fc", None), "out_features", 0)
@@ -270,34 +343,42 @@ def correctness(models: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor, i
 
 def train_models(models: Sequence[nn.Module], data: ImageData, subsets: Sequence[np.ndarray],
                  seeds: Sequence[int], recipe: Recipe, *, device: torch.device | str = "cpu",
-                 batched: bool = True, log: Callable[[str], None] | None = print,
+                 batched: bool | None = None, log: Callable[[str], None] | None = print,
                  epoch_log: bool = False, desc: str = "ensemble") -> str:
-    """Train ``models`` as one batched ensemble when possible, else one by one with
-    :func:`trainer.fit.fit` (printing why through ``log``; ``epoch_log`` also prints a line per
-    epoch of the batched ensemble). Returns ``"batched"`` or ``"sequential"``."""
+    """Train ``models`` in place, as one batched ensemble or one by one with
+    :func:`trainer.fit.fit`; returns ``"batched"`` or ``"sequential"``.
+
+    ``batched`` None (auto): batched when there are several models, the recipe allows it, vmap
+    runs the architecture, and (on the CPU) one batched step is faster than M one-model steps,
+    timed on copies. True forces
+    batching where possible; False forces one by one. Why it goes one by one is printed through
+    ``log`` (``epoch_log`` also prints a line per epoch of a batched ensemble)."""
     from trainer.fit import fit
 
     device = torch.device(device)
-    why = None if batched else "batching disabled"
-    if why is None:
-        why = batchable(recipe)
+    why = "batching disabled" if batched is False else batchable(recipe)
     if why is None and len({len(s) for s in subsets}) != 1:
         why = "subsets of different sizes"
+    if why is None and batched is None and len(models) == 1:
+        why = "a single model"
     if why is None:
-        ids = np.asarray(subsets[0][:2], dtype=np.int64)
+        ids = np.asarray(subsets[0][:recipe.batch_size], dtype=np.int64)
         g = torch.as_tensor(ids).to(data.x.device)
-        why = probe(models, data.x[g].to(device).float().div_(255), data.y[g].to(device))
-        if why is not None:
-            why = f"vmap cannot run this architecture ({why})"
+        xb, yb = data.x[g].to(device).float().div_(255), data.y[g].to(device)
+        t_b, t_s, err = compare_step_times(models, xb, yb, recipe, device)
+        if err is not None:
+            why = f"vmap cannot run this architecture ({err})"
+        elif batched is None and device.type == "cpu" and t_b > t_s:
+            why = (f"on this CPU one batched step of {len(models)} models takes {1e3 * t_b:.0f} ms, "
+                   f"{len(models)} single steps {1e3 * t_s:.0f} ms")
     if why is None:
         train_ensemble(models, data, subsets, seeds, recipe, device=device, log=log if epoch_log else None,
                        desc=desc)
         return "batched"
-    if log is not None:
+    if log is not None and len(models) > 1:
         log(f"note: training {len(models)} models one by one ({why})")
     quiet = (lambda _msg: None)
     for k, (mod, sub, seed) in enumerate(zip(models, subsets, seeds)):
         fit(mod, data, np.sort(np.asarray(sub, dtype=np.int64)), recipe, seed=int(seed), device=device,
             log=quiet, desc=f"{desc} model {k + 1}/{len(models)}")
     return "sequential"
-
