@@ -16,7 +16,7 @@ from typing import Sequence
 from utils.errors import UserError
 
 UNLEARN_METHODS = ("retrain", "FT", "FT_l1", "FT_prune", "GA", "NG", "SCRUB", "wfisher", "RL", "RL_og",
-                   "raw", "original")
+                   "raw", "original", "RUM")  # RUM: main_rum.py / main_rum_proxy.py and analysis.py only
 
 
 class OneLineParser(argparse.ArgumentParser):

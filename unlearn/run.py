@@ -124,15 +124,23 @@ def _device(args: argparse.Namespace) -> torch.device:
     return dev
 
 
-def _check_method(args: argparse.Namespace, allowed: tuple[str, ...] | None) -> None:
+def check_method(args: argparse.Namespace, allowed: tuple[str, ...] | None = None, *,
+                 mask_in_process: bool = False) -> None:
+    """Validate ``args.unlearn`` and its method flags (fills SCRUB's unset flags with
+    :data:`SCRUB_DEFAULTS`). ``mask_in_process``: the caller computes SalUn's saliency mask itself
+    (main_rum.py), so ``RL`` does not need ``--path``."""
     from arg_parser import UNLEARN_METHODS
     from unlearn import _REGISTRY
 
-    accepted = allowed or UNLEARN_METHODS
+    accepted = tuple(m for m in (allowed or UNLEARN_METHODS) if m != "RUM")
     if args.unlearn is None and args.es and allowed is None:
         return  # --es runs no method (the original demanded some valid name; any is accepted here too)
     if args.unlearn is None:
         raise UserError(f"--unlearn is required; accepted: {', '.join(accepted)}")
+    if args.unlearn == "RUM":
+        raise UserError("--unlearn RUM: the RUM meta-algorithm runs in its own scripts: python main_rum.py "
+                        "(groups by memorization) or python main_rum_proxy.py (groups by a memorization proxy), "
+                        "with the same forget-set flags")
     if allowed is not None and args.unlearn not in allowed:
         raise UserError(f"--unlearn {args.unlearn}: this script runs {', '.join(allowed)} only"
                         + ("; use main_forget.py for the other methods" if "RL" in allowed else ""))
@@ -148,7 +156,7 @@ def _check_method(args: argparse.Namespace, allowed: tuple[str, ...] | None) -> 
     if args.separate and not args.path:
         raise UserError(f"--separate {' '.join(args.separate)} needs --path MASK_FILE (the saliency mask that "
                         f"splits the weights into forget and retain parts; see generate_mask.py)")
-    if args.unlearn == "RL" and not args.path:
+    if args.unlearn == "RL" and not args.path and not mask_in_process:
         raise UserError("--unlearn RL (SalUn) needs --path MASK_FILE, a saliency mask written by generate_mask.py; "
                         "--unlearn RL_og is random labelling without a mask")
     if args.path and args.unlearn in ("retrain",) + NOOP:
@@ -161,6 +169,9 @@ def _check_method(args: argparse.Namespace, allowed: tuple[str, ...] | None) -> 
             raise UserError(f"--msteps {args.msteps} / --kd_T {args.kd_T}: need msteps >= 0 and kd_T > 0")
     if args.unlearn == "NG" and not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: NG's retain weight must be in [0, 1]")
+
+
+_check_method = check_method
 
 
 def make_config(args: argparse.Namespace, mask: dict | None) -> Any:
@@ -225,14 +236,12 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
                    allowed: tuple[str, ...] | None = None) -> int:
     """The whole pipeline (see the module docstring); returns the exit status."""
     from trainer.device import prepare_model
-    from trainer.step import NonFiniteLoss
-    from unlearn import get_method
     from unlearn.base import UnlearnTask
     from utils.artifacts import check_writable, is_complete, prepare_run_dir, run_config, save_model, \
         write_config, write_metrics, write_outputs
     from utils.data import load_data
     from utils.evaluation import evaluate
-    from utils.forget_builder import forget_ids_sha256, obtain, plan_forget_set
+    from utils.forget_builder import obtain, plan_forget_set
     from utils.forget_sets import sha256_file
     from utils.pretrained import default_pretrained, load_into, resolve_model_file
 
@@ -305,6 +314,35 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
     gen = torch.Generator().manual_seed(args.seed)
     task = UnlearnTask(model=model, data=data.to(device), forget_ids=forget_ids, retain_ids=retain_ids,
                        device=device, seed=args.seed, generator=gen)
+    seconds = run_timed(args, task, cfg, device)
+    model = task.model
+
+    # ---- 5. evaluation and artifacts ----------------------------------------------------------
+    ev = evaluate(model, task.data, fs, device, seed=args.seed)
+    metrics = unlearn_metrics(args, method=args.unlearn, tag=tag, data=data, forget_set=plan.name,
+                              forget_kind=plan.kind, fs=fs, fs_file=fs_file, fs_sha=fs_sha, ev=ev, seconds=seconds,
+                              pretrained=None if retrain else model_file, model_name=model_name,
+                              hparams=hparams_of(args, cfg, mask_fraction), device=device)
+    if not args.no_save:
+        save_model(run_dir, model, arch=args.arch, num_classes=data.num_classes, dataset=data.name)
+    write_outputs(run_dir, ev.outputs)
+    if retrain:
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    write_metrics(run_dir, metrics)
+    print(summary_line(metrics, run_dir))
+    if metrics["collapsed"]:
+        print(f"warning: the model collapsed (retain accuracy {_pct(metrics['accuracy']['retain'])} is at chance "
+              f"level); its ToW is not meaningful. Flagged in metrics.json.")
+    return 0
+
+
+def run_timed(args: argparse.Namespace, task: Any, cfg: Any, device: torch.device) -> float:
+    """Run the method ``args.unlearn`` on ``task`` (``task.model`` is modified or replaced), timed
+    alone (CUDA synchronized); returns the seconds. A NaN/infinite loss or non-finite weights
+    raise :class:`Diverged` naming ``--unlearn`` and ``--unlearn_lr``."""
+    from trainer.step import NonFiniteLoss
+    from unlearn import get_method
+
     method = get_method(args.unlearn)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -317,43 +355,37 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    model = task.model
-    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+    if not all(bool(torch.isfinite(p).all()) for p in task.model.parameters()):
         raise Diverged(f"--unlearn {args.unlearn} left non-finite weights; nothing was saved as finished. "
                        f"Lower --unlearn_lr (now {args.unlearn_lr:g})")
+    return seconds
 
-    # ---- 5. evaluation and artifacts ----------------------------------------------------------
-    ev = evaluate(model, task.data, fs, device, seed=args.seed)
-    m = fs.manifest
+
+def unlearn_metrics(args: argparse.Namespace, *, method: str, tag: str, data: Any, forget_set: str,
+                    forget_kind: str, fs: Any, fs_file: Path, fs_sha: str, ev: Any, seconds: float,
+                    pretrained: Path | None, model_name: str, hparams: dict[str, Any],
+                    device: torch.device) -> dict[str, Any]:
+    """The ``metrics.json`` record of an unlearning run (the schema analysis.py reads)."""
+    from utils.forget_builder import forget_ids_sha256
     from utils.pretrained import sam_config
 
+    m = fs.manifest
     sam = sam_config(args)
-    metrics: dict[str, Any] = {
-        "method": args.unlearn, "method_tag": tag, "dataset": data.name, "arch": args.arch, "seed": int(args.seed),
-        "forget_set": plan.name, "forget_set_file": str(fs_file), "forget_set_sha256": fs_sha,
-        "forget_ids_sha256": forget_ids_sha256(fs), "forget_kind": m.get("kind", plan.kind),
+    return {
+        "method": method, "method_tag": tag, "dataset": data.name, "arch": args.arch, "seed": int(args.seed),
+        "forget_set": forget_set, "forget_set_file": str(fs_file), "forget_set_sha256": fs_sha,
+        "forget_ids_sha256": forget_ids_sha256(fs), "forget_kind": m.get("kind", forget_kind),
         "mem_level": m.get("level") if m.get("kind") in ("mem", "proxy") else None,
         "mem_proxy": m.get("proxy") if m.get("kind") == "proxy" else None,
         "group_index": m.get("group") if m.get("kind") == "es" else None,
-        "num_forget": int(len(forget_ids)), "num_retain": int(len(retain_ids)),
+        "num_forget": int(len(fs.forget_ids)), "num_retain": int(len(fs.retain_ids)),
         **ev.metrics,
         "unlearn_seconds": seconds,
-        "pretrained": None if retrain else str(model_file), "model_name": model_name,
+        "pretrained": None if pretrained is None else str(pretrained), "model_name": model_name,
         "sam": None if sam is None else {**asdict(sam), "separate": list(args.separate) if args.separate else None},
-        "hparams": hparams_of(args, cfg, mask_fraction),
+        "hparams": hparams,
         "device": str(device),
     }
-    if not args.no_save:
-        save_model(run_dir, model, arch=args.arch, num_classes=data.num_classes, dataset=data.name)
-    write_outputs(run_dir, ev.outputs)
-    if retrain:
-        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-    write_metrics(run_dir, metrics)
-    print(summary_line(metrics, run_dir))
-    if metrics["collapsed"]:
-        print(f"warning: the model collapsed (retain accuracy {_pct(metrics['accuracy']['retain'])} is at chance "
-              f"level); its ToW is not meaningful. Flagged in metrics.json.")
-    return 0
 
 
 def _pct(v: float | None) -> str:
@@ -380,4 +412,5 @@ def main(prog: str, allowed: tuple[str, ...] | None = None, argv: list[str] | No
         return 1
 
 
-__all__ = ["run_unlearning", "method_tag", "run_dir_for", "model_name_of", "main", "Diverged", "SCRUB_DEFAULTS"]
+__all__ = ["run_unlearning", "method_tag", "run_dir_for", "model_name_of", "main", "Diverged", "SCRUB_DEFAULTS",
+           "check_method", "make_config", "hparams_of", "run_timed", "unlearn_metrics", "summary_line"]

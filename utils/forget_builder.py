@@ -98,6 +98,14 @@ def _load_scores(path: Path, data: ImageData) -> np.ndarray:
     return load_scores(path, score_key(data.name, path), expected_len=len(data.x))
 
 
+def memorization_scores(args: argparse.Namespace, data: ImageData) -> tuple[Path, np.ndarray]:
+    """``(score file, scores indexed by global id)``: the file ``--mem`` forget sets are built from
+    (``--mem_file``, else :func:`utils.scores.find_score_file` over :func:`score_search_dirs`),
+    loaded and validated. A missing or unusable file is a :class:`UserError`."""
+    sf = _find_scores(args, required=True)
+    return sf, _load_scores(sf, data)
+
+
 def proxy_file_for(args: argparse.Namespace, proxy: str, model_file: Path | None) -> Path:
     """``--proxy_file``, else where the proxy's producer writes it (see the module docstring)."""
     if args.proxy_file:
@@ -374,5 +382,6 @@ def forget_ids_sha256(fs: ForgetSet) -> str:
 
 
 __all__ = ["ForgetPlan", "plan_forget_set", "obtain", "build", "build_forget_set", "embed_ids",
-           "forget_ids_sha256", "check_fits", "proxy_file_for", "score_search_dirs", "IDENTITY_KEYS",
+           "forget_ids_sha256", "check_fits", "proxy_file_for", "score_search_dirs", "memorization_scores",
+           "IDENTITY_KEYS",
            "ES_GROUPS"]
