@@ -14,7 +14,6 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VisionTransformer
 
 from utils.errors import UserError
 
@@ -36,6 +35,9 @@ class ViTS(nn.Module):
         if image_size % patch != 0:
             raise UserError(f"--arch vit_s needs an image size divisible by its patch size {patch}; "
                             f"this data set has {image_size}x{image_size} px")
+        # imported here: torchvision takes ~2 s to import, which every script would pay at startup
+        from torchvision.models import VisionTransformer
+
         self.normalize = make_normalize(in_channels, mean, std)
         self.vit = VisionTransformer(image_size=image_size, patch_size=patch, num_layers=12,
                                      num_heads=6, hidden_dim=384, mlp_dim=1536,

@@ -21,6 +21,7 @@ mkdir -p "$OUT/.done"
 # The pretraining recipe; later stages pass the same flags so they find the pretrained model.
 BASE=(--dataset digits --arch cnn_s --epochs 15 --lr 0.1 --batch_size 64 --seed "$SEED" --ckpts "$OUT")
 FORGET=(--num_indexes_to_replace "$N")
+SAM_MODEL="$OUT/original/digits_cnn_s_sam-min_rho1_lamb1_adaptive_ep15_lr0.1_bs64_seed$SEED"
 
 start=$(date +%s)
 total=0
@@ -39,7 +40,10 @@ stage() {  # stage NAME COMMAND...: run once, skip when its stamp exists
 
 stage pretrain-sgd $PY main_train.py "${BASE[@]}"
 stage pretrain-sam $PY main_train.py "${BASE[@]}" --sam min --rho 1.0 --lamb 1 --adaptive
-stage memorization $PY main_memorization.py "${BASE[@]}" --num_models 64
+# Memorization scores of the digits training examples (Feldman-Zhang estimator): 128 small MLPs
+# trained together as one batched ensemble, each on a random 70% of the training split.
+stage memorization $PY main_memorization.py --dataset digits --arch mlp --epochs 20 --lr 0.1 --batch_size 64 \
+  --num_models 128 --seed "$SEED" --ckpts "$OUT"
 
 for mem in low mid high mix; do
   F=("${BASE[@]}" "${FORGET[@]}" --mem "$mem")
@@ -57,6 +61,11 @@ for mem in low mid high mix; do
   stage "$mem-RL_og"    $PY main_random.py --unlearn RL_og "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
   stage "$mem-MinMax"   $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
                           --sam min --rho 1.0 --lamb 1 --adaptive --separate min max --path "$OUT/masks/$mem/mask_largest_0.5.pt"
+  # Sharp MinMax again, from the SAM-pretrained model (the sharp-unlearn paper's combination)
+  stage "$mem-mask-SAMpre" $PY generate_mask.py --save "$OUT/masks/$mem-sampre" "${F[@]}" --mask "$SAM_MODEL" --mask_ratio 0.5
+  stage "$mem-MinMax-SAMpre" $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
+                          --sam min --rho 1.0 --lamb 1 --adaptive --separate min max \
+                          --path "$OUT/masks/$mem-sampre/mask_largest_0.5.pt" --mask "$SAM_MODEL"
 done
 
 stage rum       $PY main_rum.py       "${BASE[@]}" "${FORGET[@]}" --mem mix

@@ -1,0 +1,194 @@
+"""main_train.py end to end, as subprocesses in a temporary working directory (DESIGN.md §2, §6).
+
+The successful runs start together in one module fixture (one thread each, so they share the
+cores) and each test checks one of them; bad inputs likewise. Every run's cwd is a fresh temporary
+directory, so nothing lands in the repository.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import script_cmd, script_env
+from models import build_model
+from utils.data import load_data
+from utils.learning_events import PROXY_NAMES
+
+README = ["--dataset", "CIFAR10", "--arch", "ResNet18", "--epochs", "1", "--lr", "0.1", "--batch_size", "16",
+          "--save_dir", "ckpts/original/", "--data", "datasets"]  # the original README, verbatim
+SAM = ["--sam", "min", "--rho", "1.0", "--lamb", "1", "--adaptive"]
+
+RUNS = {
+    # name: (arguments, run directory relative to the cwd)
+    "digits30": (["--dataset", "digits", "--arch", "cnn_s", "--epochs", "30"],
+                 "ckpts/original/digits_cnn_s_sgd_ep30_lr0.1_bs256_seed2"),
+    "readme": (README, "ckpts/original/cifar10_resnet18_sgd_ep1_lr0.1_bs16_seed2"),
+    "readme_sam": (README + SAM, "ckpts/original/cifar10_resnet18_sam-min_rho1_lamb1_adaptive_ep1_lr0.1_bs16_seed2"),
+    "digits_resnet18": (["--dataset", "digits", "--arch", "resnet18", "--epochs", "1", "--ckpts", "out"],
+                        "out/original/digits_resnet18_sgd_ep1_lr0.1_bs256_seed2"),
+}
+
+
+def run_many(jobs: dict[str, tuple[list[str], Path]], parallel: int = 4,
+             timeout: float = 600) -> dict[str, subprocess.CompletedProcess]:
+    """Run ``main_train.py args`` for every job (cwd given), ``parallel`` at a time, one thread each."""
+    pending, running, done = list(jobs.items()), {}, {}
+    deadline = time.monotonic() + timeout
+    while pending or running:
+        while pending and len(running) < parallel:
+            name, (args, cwd) = pending.pop(0)
+            cmd = script_cmd("main_train.py", *args)
+            running[name] = (cmd, subprocess.Popen(cmd, cwd=cwd, env=script_env(threads=1), text=True,
+                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        for name, (cmd, p) in list(running.items()):
+            if p.poll() is not None or time.monotonic() > deadline:
+                if p.poll() is None:
+                    p.kill()
+                out, err = p.communicate()
+                done[name] = subprocess.CompletedProcess(cmd, p.returncode, out, err)
+                del running[name]
+        time.sleep(0.05)
+    return done
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cifar_data):
+    root, _ = cifar_data
+    jobs = {}
+    for name, (args, _) in RUNS.items():
+        cwd = tmp_path_factory.mktemp(name)
+        (cwd / "datasets").symlink_to(root, target_is_directory=True)
+        jobs[name] = (args, cwd)
+    done = run_many(jobs)
+    return {name: (done[name], jobs[name][1] / RUNS[name][1]) for name in RUNS}
+
+
+def _ok(runs, name):
+    r, run_dir = runs[name]
+    assert r.returncode == 0, f"{name} failed:\n{r.stderr[-3000:]}"
+    assert "Traceback" not in r.stderr and "Warning" not in r.stderr, r.stderr[-3000:]
+    return run_dir
+
+
+def _check_run_dir(run_dir: Path, dataset: str, data_root: Path | None, epochs: int, arch: str):
+    files = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "model.pt", "metrics.json", "outputs.npz", "proxies.npz", "log.jsonl"} <= files
+    assert "checkpoint.pt" not in files and not any(f.endswith(".tmp") for f in files)
+    data = load_data(dataset, data_root or "datasets")
+    n_train, n_val, n_test = len(data.train_ids), len(data.val_ids), len(data.test_y)
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["args"]["dataset"] == dataset and cfg["args"]["arch"] == arch
+    assert cfg["args"]["epochs"] == epochs and "torch" in cfg["versions"]
+
+    with np.load(run_dir / "outputs.npz", allow_pickle=False) as o:
+        assert set(o.files) == {f"{s}_{k}" for s in ("train", "val", "test") for k in ("ids", "logits", "labels")}
+        assert np.array_equal(o["train_ids"], data.train_ids) and np.array_equal(o["val_ids"], data.val_ids)
+        assert np.array_equal(o["test_ids"], np.arange(n_test))
+        for s, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+            assert o[f"{s}_logits"].shape == (n, data.num_classes) and o[f"{s}_logits"].dtype == np.float32
+            assert np.isfinite(o[f"{s}_logits"]).all()
+        assert np.array_equal(o["train_labels"], data.labels(data.train_ids))
+        assert np.array_equal(o["test_labels"], data.test_y.numpy())
+        test_acc = float((o["test_logits"].argmax(1) == o["test_labels"]).mean())
+
+    with np.load(run_dir / "proxies.npz", allow_pickle=False) as p:
+        assert set(p.files) == {"ids", *PROXY_NAMES}
+        assert np.array_equal(p["ids"], data.train_ids)
+        for k in PROXY_NAMES:
+            assert p[k].shape == (n_train,) and np.isfinite(p[k]).all(), k  # every example was seen
+        assert ((p["confidence"] >= 0) & (p["confidence"] <= p["max_conf"] + 1e-12)).all()
+        assert ((p["bi_acc"] >= 0) & (p["bi_acc"] <= 1)).all() and (p["entropy"] <= 1e-9).all()
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_acc"] == pytest.approx(test_acc)
+    assert len(metrics["history"]) == epochs
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+
+    state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+    model = build_model(arch, data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
+                        mean=data.mean, std=data.std)
+    model.load_state_dict(state["state_dict"], strict=True)
+    return metrics, cfg
+
+
+def test_digits_cnn_s_30_epochs_reaches_95_percent(runs):
+    run_dir = _ok(runs, "digits30")
+    metrics, _ = _check_run_dir(run_dir, "digits", None, 30, "cnn_s")
+    assert metrics["test_acc"] >= 0.95, metrics["test_acc"]
+
+
+@pytest.mark.parametrize("name", ["readme", "readme_sam"])
+def test_readme_pretraining_command_on_cifar10(runs, cifar_data, name):
+    run_dir = _ok(runs, name)
+    _, cfg = _check_run_dir(run_dir, "cifar10", cifar_data[0], 1, "resnet18")
+    a = cfg["args"]
+    assert (a["lr"], a["batch_size"]) == (0.1, 16)
+    if name == "readme_sam":
+        assert (a["sam"], a["rho"], a["lamb"], a["adaptive"]) == ("min", 1.0, 1.0, True)
+    else:
+        assert a["sam"] is None
+
+
+def test_resnet18_trains_on_digits(runs):
+    run_dir = _ok(runs, "digits_resnet18")
+    _check_run_dir(run_dir, "digits", None, 1, "resnet18")
+
+
+def test_finished_run_is_not_overwritten(runs, run_script):
+    """A second identical command refuses (exit 2, one line) and leaves the result alone."""
+    r0, run_dir = runs["digits_resnet18"]
+    assert r0.returncode == 0
+    before = (run_dir / "model.pt").read_bytes()
+    r = run_script("main_train.py", *RUNS["digits_resnet18"][0], cwd=run_dir.parents[2])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr, r.stderr
+    assert (run_dir / "model.pt").read_bytes() == before
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+BAD = {
+    # name: (arguments, the flag the one-line message must name)
+    "dataset": (["--dataset", "mnist"], "--dataset"),
+    "arch": (["--dataset", "digits", "--arch", "resnet999"], "--arch"),
+    "data_missing": (["--dataset", "cifar10", "--data", "empty"], "--data"),
+    "epochs": (["--dataset", "digits", "--arch", "mlp", "--epochs", "0"], "--epochs"),
+    "rho": (["--dataset", "digits", "--arch", "mlp", "--sam", "min", "--rho", "-1"], "--rho"),
+    "sam": (["--dataset", "digits", "--arch", "mlp", "--sam", "foo"], "--sam"),
+    "save_dir_under_file": (["--dataset", "digits", "--arch", "mlp", "--save_dir", "a_file/runs"], "--save_dir"),
+    "resume_no_checkpoint": (["--dataset", "digits", "--arch", "mlp", "--resume"], "--resume"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_runs(tmp_path_factory):
+    jobs = {}
+    for name, (args, _) in BAD.items():
+        cwd = tmp_path_factory.mktemp(f"bad_{name}")
+        (cwd / "empty").mkdir()
+        (cwd / "a_file").write_text("not a directory\n")
+        # every run writes (if it wrongly writes) under its cwd: ckpts/ by default, or --save_dir
+        jobs[name] = (args + ["--device", "cpu"], cwd)
+    done = run_many(jobs)
+    return {name: (done[name], jobs[name][1]) for name in BAD}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_one_line_exit_2_nothing_written(bad_runs, name):
+    r, cwd = bad_runs[name]
+    flag = BAD[name][1]
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and r.stderr.endswith("\n"), r.stderr
+    assert lines[0].startswith("main_train.py: error: ") and flag in lines[0], lines[0]
+    assert r.stdout == ""
+    # nothing was created: the cwd holds only what the test put there
+    assert sorted(p.name for p in cwd.iterdir()) == ["a_file", "empty"]
+    assert list((cwd / "empty").iterdir()) == [] and (cwd / "a_file").is_file()
