@@ -73,7 +73,8 @@ def main() -> int:
     history = fit(model, data.to(device), data.train_ids, recipe, seed=args.seed, device=device, run_dir=run_dir,
                   resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain", dist_info=info)
     train_seconds = time.perf_counter() - t0
-    if info.enabled:
+    if info.enabled:  # every rank has finished its collectives before the group goes away
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if not info.is_main:
         return 0

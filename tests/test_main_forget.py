@@ -134,7 +134,7 @@ def test_sharp_minmax_run(workdir, monkeypatch, capsys, tmp_path):
                                        "1.0", "--lamb", "1", "--adaptive", "--separate", "min", "max"],
                          monkeypatch, capsys, workdir)
     assert code == 0, err
-    tag = "NG_alpha0.99_lr0.01_ep2_sgd_bs64_sam-min_rho1_lamb1_adaptive_sep-min-max_maskmask_largest_0.5"
+    tag = "NG_alpha0.99_lr0.01_ep2_sgd_bs64_sam-min_rho1_lamb1_adaptive_sep-min-max_mask_largest_0.5"
     m = _check_run(_run_dir(workdir, "digits_mem-high_n60", tag), "NG", "digits_mem-high_n60")
     assert m["sam"] == {"sign": "min", "rho": 1.0, "lamb": 1.0, "adaptive": True, "separate": ["min", "max"]}
     assert m["hparams"]["mask_fraction"] == pytest.approx(0.5, abs=0.02)

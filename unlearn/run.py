@@ -107,7 +107,8 @@ def method_tag(args: argparse.Namespace) -> str:
         if args.separate:
             parts.append(f"sep-{args.separate[0]}-{args.separate[1]}")
     if args.path:
-        parts.append("mask" + _safe(Path(args.path).name.rsplit(".", 1)[0]))
+        stem = _safe(Path(args.path).name.rsplit(".", 1)[0])
+        parts.append(stem if stem.startswith("mask") else "mask" + stem)
     return "_".join(parts)
 
 

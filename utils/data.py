@@ -7,9 +7,18 @@ class by class (upstream-spec §4.4); the rest, sorted ascending, is ``train_ids
 every stage.
 
 Supported: ``digits`` (scikit-learn's bundled 8x8 digits, the embedded dataset), ``cifar10``,
-``cifar100``, ``svhn``, ``tinyimagenet`` (the ``tiny-imagenet-200`` folder layout). Files are read
-in torchvision's on-disk layout under ``--data`` (``cifar10/cifar-10-batches-py``,
-``cifar100/cifar-100-python``, ``svhn/*.mat``, ``tiny-imagenet-200``).
+``cifar100``, ``svhn``, ``tinyimagenet`` (the ``tiny-imagenet-200`` folder layout), and
+``imagenet``, streamed from disk (below). Files are read in torchvision's on-disk layout under
+``--data`` (``cifar10/cifar-10-batches-py``, ``cifar100/cifar-100-python``, ``svhn/*.mat``,
+``tiny-imagenet-200``, ``imagenet/{train,val}``).
+
+ImageNet is too large for memory: its ``x``/``test_x`` are :class:`utils.lazy_images.LazyImages`,
+which list the files at load time (no image is decoded then) and decode ``x[ids]`` on demand into
+uint8 ``[B, 3, S, S]`` (resize 256 + center crop 224 by default), so every consumer of ``x[ids]``,
+``x.shape``, ``len(x)`` and ``data.to(device)`` works unchanged; ``data.to(device)`` leaves them on
+the host and ``utils.batches`` moves each batch. Global ids are torchvision ``ImageFolder`` indices
+of ``imagenet/train`` (the ids of ``imagenet_mem_subset.py``); the ``imagenet/val`` folder (same
+classes) is the test set.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1201, 0.1231, 0.1052)),
     "tinyimagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
 # Augmentation per dataset: (crop padding in pixels, horizontal flip). Digits and SVHN are not
@@ -39,6 +49,9 @@ AUGMENT: dict[str, tuple[int, bool]] = {
     "cifar100": (4, True),
     "svhn": (0, False),
     "tinyimagenet": (4, True),
+    # 224 px crops: 16 px of padding shifts by up to 7% of the side (CIFAR's 4 px: 12.5%) while
+    # keeping the zero border small. Applied to the center crop, like every dataset's augmentation.
+    "imagenet": (16, True),
 }
 
 ALIASES = {
@@ -49,8 +62,15 @@ ALIASES = {
     "tinyimagenet": "tinyimagenet",
     "tiny_imagenet": "tinyimagenet",
     "tiny-imagenet": "tinyimagenet",
+    "imagenet": "imagenet",
+    "imagenet1k": "imagenet",
+    "imagenet-1k": "imagenet",
+    "imagenet_1k": "imagenet",
+    "ilsvrc2012": "imagenet",
 }
 DATASETS = tuple(sorted(set(ALIASES.values())))
+# Datasets whose images stay on disk (``x``/``test_x`` are LazyImages, never moved to a device).
+STREAMED = frozenset({"imagenet"})
 
 
 def canonical_dataset(name: str) -> str:
@@ -63,10 +83,11 @@ def canonical_dataset(name: str) -> str:
 
 @dataclass
 class ImageData:
-    """A dataset held in memory. ``x``/``y`` are indexed by global id."""
+    """A dataset held in memory (streamed ones: LazyImages ``x``/``test_x``). ``x``/``y`` are indexed
+    by global id."""
 
     name: str
-    x: torch.Tensor  # uint8 [N, C, H, W], the original training split
+    x: torch.Tensor  # uint8 [N, C, H, W], the original training split (LazyImages when streamed)
     y: torch.Tensor  # int64 [N]
     test_x: torch.Tensor
     test_y: torch.Tensor
@@ -93,7 +114,7 @@ class ImageData:
         return self.y.numpy()[np.asarray(ids, dtype=np.int64)]
 
     def to(self, device: torch.device) -> "ImageData":
-        """A copy whose tensors live on ``device`` (id arrays stay numpy)."""
+        """A copy whose tensors live on ``device`` (id arrays stay numpy; LazyImages stay on the host)."""
         return ImageData(
             self.name, self.x.to(device), self.y.to(device), self.test_x.to(device),
             self.test_y.to(device), self.num_classes, self.train_ids, self.val_ids,
@@ -116,15 +137,28 @@ def validation_split(labels: np.ndarray, split_seed: int, fraction: float = 0.1)
     return train_ids, val_ids
 
 
-def load_data(name: str, root: str | Path = "datasets", *, split_seed: int = 1, download: bool = False) -> ImageData:
-    """Load a dataset into memory. Raises :class:`UserError` when its files are missing."""
+def load_data(name: str, root: str | Path = "datasets", *, split_seed: int = 1, download: bool = False,
+              image_size: int | None = None, workers: int | None = None) -> ImageData:
+    """Load a dataset into memory (or, for :data:`STREAMED` ones, list its files). Raises
+    :class:`UserError` when its files are missing.
+
+    ``image_size`` and ``workers`` concern streamed datasets only: the crop size (ImageNet: 224,
+    resized first to ``int(image_size * 8 / 7)``, i.e. 256) and the decoding threads
+    (None: ``utils.lazy_images.default_workers()``, ``min(8, cpu count)``; 0: the calling thread).
+    """
     name = canonical_dataset(name)
     root = Path(root)
-    x, y, tx, ty, num_classes = _LOADERS[name](root, download)
+    if name in STREAMED:
+        x, y, tx, ty, num_classes = _STREAMED[name](root, download, image_size=image_size, workers=workers)
+    else:
+        if image_size is not None:
+            raise UserError(f"--dataset {name} is held in memory at its own size; image_size applies to "
+                            f"{', '.join(sorted(STREAMED))} only")
+        x, y, tx, ty, num_classes = _LOADERS[name](root, download)
+        x, tx = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(tx))
     train_ids, val_ids = validation_split(y, split_seed)
     mean, std = NORMALIZATION[name]
-    return ImageData(name, torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)),
-                     torch.from_numpy(np.ascontiguousarray(tx)), torch.from_numpy(ty.astype(np.int64)),
+    return ImageData(name, x, torch.from_numpy(y.astype(np.int64)), tx, torch.from_numpy(ty.astype(np.int64)),
                      num_classes, train_ids, val_ids, split_seed, mean, std)
 
 
@@ -227,6 +261,57 @@ def _tinyimagenet(root: Path, download: bool):
     tx = read([p for p, _ in val])
     return x, np.array([c for _, c in train]), tx, np.array([c for _, c in val]), len(wnids)
 
+
+IMAGENET_HOW = ("download ILSVRC2012 (train and val) from https://image-net.org and arrange train/ and "
+                "val/ with one folder per class (the same class folders in both; e.g. the official "
+                "valprep.sh sorts val/ into class folders); --download cannot fetch it")
+
+
+def _image_folder(folder: Path, class_to_idx: dict[str, int] | None = None):
+    """``(samples, class_to_idx)`` in torchvision ``ImageFolder`` order (classes sorted, files sorted
+    within a class, ``IMG_EXTENSIONS``), listing names only."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    try:
+        classes, found = find_classes(str(folder))
+        if class_to_idx is not None and classes != sorted(class_to_idx):
+            extra, lacking = sorted(set(classes) - set(class_to_idx)), sorted(set(class_to_idx) - set(classes))
+            raise UserError(f"--data: {folder} must have the class folders of train/ "
+                            f"(extra: {', '.join(extra[:5]) or 'none'}; missing: {', '.join(lacking[:5]) or 'none'})")
+        class_to_idx = found if class_to_idx is None else class_to_idx
+        samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
+    except (FileNotFoundError, OSError) as e:
+        raise UserError(f"--data: {folder} is not an ImageFolder ({' '.join(str(e).split())[:200]}); "
+                        f"{IMAGENET_HOW}") from None
+    return samples, class_to_idx
+
+
+def _imagenet(root: Path, download: bool, *, image_size: int | None = None, workers: int | None = None):
+    """``imagenet/train`` and ``imagenet/val`` as ImageFolders, streamed (see the module doc). Only
+    the file names are read here. ``--download`` cannot fetch ImageNet (it needs a login)."""
+    from utils.lazy_images import LazyImages
+
+    folder = root / "imagenet"
+    for split in ("train", "val"):
+        if not (folder / split).is_dir():
+            raise _missing("imagenet", folder / split, IMAGENET_HOW)
+    train, class_to_idx = _image_folder(folder / "train")
+    val, _ = _image_folder(folder / "val", class_to_idx)
+    size = 224 if image_size is None else int(image_size)
+    if size < 1:
+        raise UserError(f"image_size must be positive, got {image_size}")
+    resize = size * 8 // 7  # 224 -> 256, the standard ratio
+
+    def lazy(samples):
+        return LazyImages([p for p, _ in samples], size=size, resize=resize, workers=workers)
+
+    return (lazy(train), np.array([c for _, c in train], dtype=np.int64), lazy(val),
+            np.array([c for _, c in val], dtype=np.int64), len(class_to_idx))
+
+
+_STREAMED = {
+    "imagenet": _imagenet,
+}
 
 _LOADERS = {
     "digits": _digits,

@@ -280,7 +280,7 @@ def test_method_tags():
     assert method_tag(_ns(unlearn="wfisher", alpha=5)) == "wfisher_alpha5"
     tag = method_tag(_ns(unlearn="NG", alpha=0.99, unlearn_lr=0.01, unlearn_epochs=5, sam="min", rho=1.0, lamb=1,
                          adaptive=True, separate=["min", "max"], path="masks/mask_largest_0.5.pt"))
-    assert tag == "NG_alpha0.99_lr0.01_ep5_sgd_sam-min_rho1_lamb1_adaptive_sep-min-max_maskmask_largest_0.5"
+    assert tag == "NG_alpha0.99_lr0.01_ep5_sgd_sam-min_rho1_lamb1_adaptive_sep-min-max_mask_largest_0.5"
     assert method_tag(_ns(unlearn="SCRUB", msteps=4, kd_T=4, beta=0.001, gamma=0.99, unlearn_lr=0.005,
                           unlearn_epochs=5)) == "SCRUB_msteps4_kdT4_beta0.001_gamma0.99_lr0.005_ep5_sgd"
     assert method_tag(_ns(unlearn="GA", batch_size=64, no_aug=True, unlearn_optimizer="adamw")) == \
