@@ -144,9 +144,14 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     return p
 
 
-def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None, *, description: str | None = None,
+               epilog: str | None = None) -> argparse.Namespace:
     """Parse and validate the flags every script shares; raises nothing, exits 2 on bad input."""
     parser = build_parser(prog)
+    if description is not None:
+        parser.description = description
+    if epilog is not None:
+        parser.epilog = epilog
     args = parser.parse_args(argv)
     try:
         validate_common(args)

@@ -84,9 +84,8 @@ class RumPlan(argparse.Namespace):
 def plan_rum(args: argparse.Namespace, argv: Sequence[str] | None, prog: str, grouping: str) -> RumPlan:
     from arg_parser import build_parser
     from unlearn.rum import DEFAULT_MASK_RATIO, DEFAULT_PLANS, NONE, resolve_steps, rum_tag
-    from unlearn.run import check_method
+    from unlearn.run import check_method, optimizer_tag_parts
     from utils.forget_sets import PROXY_SIGN
-    from utils.pretrained import sam_config
     from utils.saliency import check_ratio
 
     for flag, bad in (("--es", args.es), ("--resume", args.resume)):
@@ -158,16 +157,7 @@ def plan_rum(args: argparse.Namespace, argv: Sequence[str] | None, prog: str, gr
     ratio = check_ratio(args.mask_ratio[0]) if args.mask_ratio else DEFAULT_MASK_RATIO
     if args.mask_ratio and len(args.mask_ratio) > 1 and any(s.method == "RL" for s in steps):
         print(f"note: --mask_ratio {','.join(f'{q:g}' for q in args.mask_ratio)}: SalUn steps use the first, {ratio:g}")
-    common = [args.unlearn_optimizer]
-    if args.batch_size != 256:
-        common.append(f"bs{args.batch_size}")
-    if list(args.decreasing_lr) != [91, 136]:
-        common.append("ms" + "-".join(str(x) for x in args.decreasing_lr))
-    if args.no_aug:
-        common.append("noaug")
-    sam = sam_config(args)
-    if sam is not None:
-        common.append(sam.tag())
+    common = optimizer_tag_parts(args)
     scrub = None
     for s, ns in zip(steps, step_args):
         if s.method == "SCRUB":
@@ -194,7 +184,7 @@ def run_rum(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
     write the run directories; returns the exit status."""
     from trainer.device import prepare_model
     from unlearn.base import UnlearnTask
-    from unlearn.rum import (NONE, Step, group_labels, memorization_key, refine, run_meta, shuffled_groups,
+    from unlearn.rum import (Step, group_labels, memorization_key, refine, run_meta, shuffled_groups,
                              step_retain_sets)
     from unlearn.run import (_build_model, _device, _pct, hparams_of, make_config, model_name_of, run_timed,
                              summary_line, unlearn_metrics)
@@ -399,17 +389,9 @@ COMMON_EPILOG = (
 
 def parse_rum_args(argv: list[str] | None, prog: str, grouping: str) -> argparse.Namespace:
     """The shared parser with RUM's description; exit status 2 and one line on bad input."""
-    from arg_parser import build_parser, validate_common
+    from arg_parser import parse_args
 
-    parser = build_parser(prog)
-    parser.description = HELP[grouping]
-    parser.epilog = EPILOG[grouping] + COMMON_EPILOG
-    args = parser.parse_args(argv)
-    try:
-        validate_common(args)
-    except UserError as e:
-        parser.error(str(e))
-    return args
+    return parse_args(argv, prog, description=HELP[grouping], epilog=EPILOG[grouping] + COMMON_EPILOG)
 
 
 def rum_main(prog: str, grouping: str, argv: list[str] | None = None) -> int:

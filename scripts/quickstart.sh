@@ -54,7 +54,7 @@ for mem in low mid high mix; do
   stage "$mem-NG"       $PY main_forget.py --unlearn NG       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99
   stage "$mem-SCRUB"    $PY main_forget.py --unlearn SCRUB    "${F[@]}" --unlearn_lr 0.005 --unlearn_epochs 5 \
                           --msteps 4 --kd_T 4.0 --beta 0.001 --gamma 0.99
-  stage "$mem-wfisher"  $PY main_forget.py --unlearn wfisher  "${F[@]}" --alpha 5
+  stage "$mem-wfisher"  $PY main_forget.py --unlearn wfisher  "${F[@]}" --alpha 1
   stage "$mem-mask"     $PY generate_mask.py --save "$OUT/masks/$mem" "${F[@]}" --unlearn_epochs 1 --mask_ratio 0.5
   stage "$mem-SalUn"    $PY main_random.py --unlearn RL    "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 \
                           --path "$OUT/masks/$mem/mask_largest_0.5.pt"

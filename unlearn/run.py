@@ -95,21 +95,31 @@ def method_tag(args: argparse.Namespace) -> str:
     if m in ("FT_prune", "FT_l1") and args.no_l1_epochs:
         parts.append(f"nol1{args.no_l1_epochs}")
     if m not in NOT_ITERATIVE:
-        parts += [f"lr{args.unlearn_lr:g}", f"ep{args.unlearn_epochs}", args.unlearn_optimizer]
-        if args.batch_size != 256:
-            parts.append(f"bs{args.batch_size}")
-        if list(args.decreasing_lr) != [91, 136]:
-            parts.append("ms" + "-".join(str(x) for x in args.decreasing_lr))
-        if args.no_aug:
-            parts.append("noaug")
-        if sam is not None:
-            parts.append(sam.tag())
+        parts += [f"lr{args.unlearn_lr:g}", f"ep{args.unlearn_epochs}"] + optimizer_tag_parts(args)
         if args.separate:
             parts.append(f"sep-{args.separate[0]}-{args.separate[1]}")
     if args.path:
         stem = _safe(Path(args.path).name.rsplit(".", 1)[0])
         parts.append(stem if stem.startswith("mask") else "mask" + stem)
     return "_".join(parts)
+
+
+def optimizer_tag_parts(args: argparse.Namespace) -> list[str]:
+    """Tag parts every iterative method shares: the optimizer, and batch size, milestones,
+    augmentation and SAM where they differ from the defaults."""
+    from utils.pretrained import sam_config
+
+    parts = [args.unlearn_optimizer]
+    if args.batch_size != 256:
+        parts.append(f"bs{args.batch_size}")
+    if list(args.decreasing_lr) != [91, 136]:
+        parts.append("ms" + "-".join(str(x) for x in args.decreasing_lr))
+    if args.no_aug:
+        parts.append("noaug")
+    sam = sam_config(args)
+    if sam is not None:
+        parts.append(sam.tag())
+    return parts
 
 
 def run_dir_for(args: argparse.Namespace, forget_set: str, model_name: str) -> Path:

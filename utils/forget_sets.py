@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_save_npz
+from utils.io import atomic_save_npz, json_default
 
 LEVELS = ("low", "mid", "high", "mix")
 GROUPS = ("high", "mid", "low")
@@ -292,7 +292,7 @@ def save_forget_set(path: str | os.PathLike, fs: ForgetSet) -> None:
     arrays: dict[str, np.ndarray] = {
         "forget_ids": np.asarray(fs.forget_ids, dtype=np.int64),
         "retain_ids": np.asarray(fs.retain_ids, dtype=np.int64),
-        "manifest": np.array(json.dumps(fs.manifest, sort_keys=True, default=_json_default)),
+        "manifest": np.array(json.dumps(fs.manifest, sort_keys=True, default=json_default)),
     }
     for name, arr in fs.extras.items():
         if not name.isidentifier():
@@ -395,15 +395,3 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -37,7 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n"
     atomic_write_bytes(path, text.encode())
 
 
@@ -50,7 +50,8 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):
