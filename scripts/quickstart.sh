@@ -6,6 +6,7 @@
 #
 #   bash scripts/quickstart.sh            # results under runs/quickstart
 #   OUT=/tmp/qs bash scripts/quickstart.sh
+#   for s in 1 2 3; do SEED=$s bash scripts/quickstart.sh; done   # three seeds: tables with intervals
 #
 # Rerunning skips the stages that finished (a stamp per stage under $OUT/.done); delete $OUT to
 # start over. Every line it runs is printed first, so each stage can be copied and varied.
@@ -38,38 +39,39 @@ stage() {  # stage NAME COMMAND...: run once, skip when its stamp exists
   touch "$OUT/.done/$name"
 }
 
-stage pretrain-sgd $PY main_train.py "${BASE[@]}"
-stage pretrain-sam $PY main_train.py "${BASE[@]}" --sam min --rho 1.0 --lamb 1 --adaptive
+stage "s$SEED-pretrain-sgd" $PY main_train.py "${BASE[@]}"
+stage "s$SEED-pretrain-sam" $PY main_train.py "${BASE[@]}" --sam min --rho 1.0 --lamb 1 --adaptive
 # Memorization scores of the digits training examples (Feldman-Zhang estimator): 128 small MLPs
 # trained together as one batched ensemble, each on a random 70% of the training split.
 stage memorization $PY main_memorization.py --dataset digits --arch mlp --epochs 20 --lr 0.1 --batch_size 64 \
-  --num_models 128 --seed "$SEED" --ckpts "$OUT"
+  --num_models 128 --seed 1 --ckpts "$OUT"
 
 for mem in low mid high mix; do
   F=("${BASE[@]}" "${FORGET[@]}" --mem "$mem")
-  stage "$mem-retrain"  $PY main_forget.py --unlearn retrain "${F[@]}" --unlearn_epochs 15 --unlearn_lr 0.1
-  stage "$mem-FT"       $PY main_forget.py --unlearn FT       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
-  stage "$mem-FT_prune" $PY main_forget.py --unlearn FT_prune "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 --alpha 1e-4
-  stage "$mem-GA"       $PY main_forget.py --unlearn GA       "${F[@]}" --unlearn_lr 0.001 --unlearn_epochs 3
-  stage "$mem-NG"       $PY main_forget.py --unlearn NG       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99
-  stage "$mem-SCRUB"    $PY main_forget.py --unlearn SCRUB    "${F[@]}" --unlearn_lr 0.005 --unlearn_epochs 5 \
+  stage "s$SEED-$mem-retrain"  $PY main_forget.py --unlearn retrain "${F[@]}" --unlearn_epochs 15 --unlearn_lr 0.1
+  stage "s$SEED-$mem-original" $PY main_forget.py --unlearn original "${F[@]}"
+  stage "s$SEED-$mem-FT"       $PY main_forget.py --unlearn FT       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
+  stage "s$SEED-$mem-FT_prune" $PY main_forget.py --unlearn FT_prune "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 --alpha 1e-4
+  stage "s$SEED-$mem-GA"       $PY main_forget.py --unlearn GA       "${F[@]}" --unlearn_lr 0.001 --unlearn_epochs 3
+  stage "s$SEED-$mem-NG"       $PY main_forget.py --unlearn NG       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99
+  stage "s$SEED-$mem-SCRUB"    $PY main_forget.py --unlearn SCRUB    "${F[@]}" --unlearn_lr 0.005 --unlearn_epochs 5 \
                           --msteps 4 --kd_T 4.0 --beta 0.001 --gamma 0.99
-  stage "$mem-wfisher"  $PY main_forget.py --unlearn wfisher  "${F[@]}" --alpha 1
-  stage "$mem-mask"     $PY generate_mask.py --save "$OUT/masks/$mem" "${F[@]}" --unlearn_epochs 1 --mask_ratio 0.5
-  stage "$mem-SalUn"    $PY main_random.py --unlearn RL    "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 \
-                          --path "$OUT/masks/$mem/mask_largest_0.5.pt"
-  stage "$mem-RL_og"    $PY main_random.py --unlearn RL_og "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
-  stage "$mem-MinMax"   $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
-                          --sam min --rho 1.0 --lamb 1 --adaptive --separate min max --path "$OUT/masks/$mem/mask_largest_0.5.pt"
+  stage "s$SEED-$mem-wfisher"  $PY main_forget.py --unlearn wfisher  "${F[@]}" --alpha 1
+  stage "s$SEED-$mem-mask"     $PY generate_mask.py --save "$OUT/masks/s$SEED-$mem" "${F[@]}" --unlearn_epochs 1 --mask_ratio 0.5
+  stage "s$SEED-$mem-SalUn"    $PY main_random.py --unlearn RL    "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 \
+                          --path "$OUT/masks/s$SEED-$mem/mask_largest_0.5.pt"
+  stage "s$SEED-$mem-RL_og"    $PY main_random.py --unlearn RL_og "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
+  stage "s$SEED-$mem-MinMax"   $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
+                          --sam min --rho 1.0 --lamb 1 --adaptive --separate min max --path "$OUT/masks/s$SEED-$mem/mask_largest_0.5.pt"
   # Sharp MinMax again, from the SAM-pretrained model (the sharp-unlearn paper's combination)
-  stage "$mem-mask-SAMpre" $PY generate_mask.py --save "$OUT/masks/$mem-sampre" "${F[@]}" --mask "$SAM_MODEL" --mask_ratio 0.5
-  stage "$mem-MinMax-SAMpre" $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
+  stage "s$SEED-$mem-mask-SAMpre" $PY generate_mask.py --save "$OUT/masks/s$SEED-$mem-sampre" "${F[@]}" --mask "$SAM_MODEL" --mask_ratio 0.5
+  stage "s$SEED-$mem-MinMax-SAMpre" $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
                           --sam min --rho 1.0 --lamb 1 --adaptive --separate min max \
-                          --path "$OUT/masks/$mem-sampre/mask_largest_0.5.pt" --mask "$SAM_MODEL"
+                          --path "$OUT/masks/s$SEED-$mem-sampre/mask_largest_0.5.pt" --mask "$SAM_MODEL"
 done
 
-stage rum       $PY main_rum.py       "${BASE[@]}" "${FORGET[@]}" --mem mix
-stage rum-proxy $PY main_rum_proxy.py "${BASE[@]}" "${FORGET[@]}" --mem mix
+stage "s$SEED-rum" $PY main_rum.py       "${BASE[@]}" "${FORGET[@]}" --mem mix
+stage "s$SEED-rum-proxy" $PY main_rum_proxy.py "${BASE[@]}" "${FORGET[@]}" --mem mix
 
 # The tables are cheap: always rebuilt from every run present.
 echo "== ToW"

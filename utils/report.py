@@ -432,10 +432,13 @@ def build_report(runs: Sequence[Run], metric: Metric, *, root: str = "", filters
     """Pair every run with its retrain reference and aggregate per (method tag, forget set)."""
     filters = filters or Filters()
     notes: list[str] = []
-    starts = {r.model_name for r in runs if not r.is_retrain and r.model_name}
-    if len(starts) > 1:  # unlearning from several pretrained models: one row per (method, model)
-        runs = [r if r.is_retrain or not r.model_name else replace(r, method_tag=f"{r.method_tag} @{r.model_name}")
-                for r in runs]
+    # Unlearning from several pretrained models (SGD vs SAM, other recipes): one row per method and
+    # model recipe; the seed is not part of the recipe, so seeds still aggregate in one row.
+    recipe = {r.model_name: re.sub(r"_seed\d+$", "", r.model_name) for r in runs if r.model_name}
+    starts = {recipe[r.model_name] for r in runs if not r.is_retrain and r.model_name}
+    if len(starts) > 1:
+        runs = [r if r.is_retrain or not r.model_name
+                else replace(r, method_tag=f"{r.method_tag} @{recipe[r.model_name]}") for r in runs]
         notes.append(f"runs start from {len(starts)} pretrained models; each row is tagged '@<model>'")
     # retrain index: (dataset, arch, sha, seed) and (dataset, arch, name, seed) -> runs
     by_sha: dict[tuple, list[Run]] = {}

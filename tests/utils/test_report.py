@@ -388,3 +388,24 @@ def test_runs_from_two_pretrained_models_get_separate_rows(tmp_path):
     assert tags == ["FT_lr0.01_ep10_sgd @sam_model", "FT_lr0.01_ep10_sgd @sgd_model"]
     sam_cell = next(c for (t, _), c in rep.cells.items() if t.endswith("@sam_model"))
     assert sam_cell.results[0].value == pytest.approx(1.0)  # identical to retrain on all three terms
+
+
+def test_seeds_of_one_pretraining_recipe_aggregate_in_one_row(tmp_path):
+    """Each seed has its own pretrained model (..._seed1, ..._seed2): the row is the recipe, not
+    the seed, so the seeds aggregate; SGD and SAM pretraining stay two rows."""
+    fs = "digits_mem-high_n60"
+    for seed in (1, 2):
+        write_run(tmp_path, method="retrain", tag="retrain", forget_set=fs, seed=seed, acc=RETRAIN_HIGH[seed],
+                  level="high")
+        for model in ("cnn_s_sgd_ep8", "cnn_s_sam-min_ep8"):
+            d = write_run(tmp_path / model, method="FT", tag="FT_lr0.01_ep10_sgd", forget_set=fs, seed=seed,
+                          acc=FT_HIGH[seed], level="high")
+            m = json.loads((d / "metrics.json").read_text())
+            m["model_name"] = f"{model}_seed{seed}"
+            (d / "metrics.json").write_text(json.dumps(m))
+    runs, _ = discover(tmp_path)
+    rep = build_report(runs, METRICS["tow"])
+    assert sorted(t for t, _ in rep.rows) == ["FT_lr0.01_ep10_sgd @cnn_s_sam-min_ep8", "FT_lr0.01_ep10_sgd @cnn_s_sgd_ep8"]
+    for (tag, _), cell in rep.cells.items():
+        if tag.startswith("FT"):
+            assert sorted(r.seed for r in cell.results) == [1, 2]
