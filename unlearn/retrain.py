@@ -13,10 +13,12 @@ pretraining recipe exactly, which is what the README asks for.
 
 A saliency mask does not apply (a fresh model has no salient weights): :mod:`unlearn.run` refuses
 ``--path`` with retrain. ``cfg.run_dir`` / ``cfg.resume`` (optional attributes set by the pipeline)
-make the retrain checkpoint every epoch and continue a killed run with ``--resume``.
+make the retrain checkpoint every epoch and continue a killed run with ``--resume``;
+``cfg.dist_info`` makes it data-parallel under torchrun (each rank a slice of every global batch).
 """
 from __future__ import annotations
 
+from trainer.distributed import DistInfo
 from trainer.fit import Recipe, fit
 from unlearn.base import UnlearnConfig, UnlearnTask
 
@@ -30,4 +32,5 @@ def recipe_from(cfg: UnlearnConfig) -> Recipe:
 
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:
     fit(task.model, task.data, task.retain_ids, recipe_from(cfg), seed=task.seed, device=task.device,
-        run_dir=getattr(cfg, "run_dir", None), resume=bool(getattr(cfg, "resume", False)), desc="retrain")
+        run_dir=getattr(cfg, "run_dir", None), resume=bool(getattr(cfg, "resume", False)), desc="retrain",
+        dist_info=getattr(cfg, "dist_info", DistInfo()))

@@ -126,12 +126,12 @@ def run_dir_for(args: argparse.Namespace, forget_set: str, model_name: str) -> P
     return Path(args.ckpts) / "unlearn" / forget_set / model_name / method_tag(args) / f"seed{args.seed}"
 
 
-def _device(args: argparse.Namespace) -> torch.device:
+def _device(args: argparse.Namespace, local_rank: int | None = None) -> torch.device:
     from trainer.device import resolve_device
 
     dev = resolve_device(args.device)
     if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", args.gpu)
+        dev = torch.device("cuda", args.gpu if local_rank is None else local_rank)
     return dev
 
 
@@ -246,7 +246,8 @@ def _entanglement(args, model, data, fs, device) -> None:
 def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
                    allowed: tuple[str, ...] | None = None) -> int:
     """The whole pipeline (see the module docstring); returns the exit status."""
-    from trainer.device import prepare_model
+    from trainer.device import prepare_model, resolve_device
+    from trainer.distributed import init_distributed, unwrap, wrap_model
     from unlearn.base import UnlearnTask
     from utils.artifacts import check_writable, is_complete, prepare_run_dir, run_config, save_model, \
         write_config, write_metrics, write_outputs
@@ -258,8 +259,12 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
 
     # ---- 1. validation: nothing is written before this block ends ----------------------------
     _check_method(args, allowed)
-    device = _device(args)
     retrain = args.unlearn == "retrain"
+    info = init_distributed(resolve_device(args.device).type)
+    if info.enabled and not retrain:
+        raise UserError(f"--unlearn {args.unlearn}: only retrain runs data-parallel under torchrun; "
+                        f"run the other methods in one process")
+    device = _device(args, info.local_rank if info.enabled else None)
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
     model = _build_model(args, data)
     if retrain and args.mask is None and not args.es:
@@ -306,19 +311,26 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
         params = dict(model.named_parameters())
         mask = {n: m.to(params[n].device) for n, m in mask.items()}
     cfg = make_config(args, mask)
-    run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume and retrain)
-    if retrain:
-        cfg.run_dir = run_dir  # retrain checkpoints every epoch (unlearn/retrain.py)
-        cfg.resume = bool(args.resume)
     tag = method_tag(args)
     fs_file = Path(plan.path)
     fs_sha = sha256_file(fs_file)
-    write_config(run_dir, run_config(args, stage="unlearn", prog=prog, method=args.unlearn, method_tag=tag,
-                                     forget_set=plan.name, forget_set_file=str(fs_file), forget_set_sha256=fs_sha,
-                                     pretrained=None if retrain else str(model_file), model_name=model_name,
-                                     device=str(device)))
-    print(f"{args.unlearn} on {plan.name} ({len(forget_ids)} forget, {len(retain_ids)} retain) "
-          f"from {'a fresh initialization' if retrain else model_file} on {device} -> {run_dir}")
+    if info.is_main:
+        run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume and retrain)
+        write_config(run_dir, run_config(args, stage="unlearn", prog=prog, method=args.unlearn, method_tag=tag,
+                                         forget_set=plan.name, forget_set_file=str(fs_file),
+                                         forget_set_sha256=fs_sha, pretrained=None if retrain else str(model_file),
+                                         model_name=model_name, device=str(device), world_size=info.world))
+    if retrain:
+        cfg.run_dir = run_dir  # retrain checkpoints every epoch (unlearn/retrain.py)
+        cfg.resume = bool(args.resume)
+        cfg.dist_info = info  # data-parallel under torchrun (trainer/distributed.py)
+    if info.enabled:
+        torch.distributed.barrier()
+        model = wrap_model(model, info, device)
+    if info.is_main:
+        print(f"{args.unlearn} on {plan.name} ({len(forget_ids)} forget, {len(retain_ids)} retain) "
+              f"from {'a fresh initialization' if retrain else model_file} on {device}"
+              + (f" x{info.world} ranks" if info.enabled else "") + f" -> {run_dir}")
 
     # ---- 4. the method, timed alone -----------------------------------------------------------
     torch.manual_seed(args.seed)
@@ -326,7 +338,12 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
     task = UnlearnTask(model=model, data=data.to(device), forget_ids=forget_ids, retain_ids=retain_ids,
                        device=device, seed=args.seed, generator=gen)
     seconds = run_timed(args, task, cfg, device)
-    model = task.model
+    model = unwrap(task.model)
+    if info.enabled:  # only rank 0 evaluates and writes
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        if not info.is_main:
+            return 0
 
     # ---- 5. evaluation and artifacts ----------------------------------------------------------
     ev = evaluate(model, task.data, fs, device, seed=args.seed)

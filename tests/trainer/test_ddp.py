@@ -35,3 +35,24 @@ def test_two_process_ddp_matches_single_process(tmp_path, extra):
     assert single.keys() == ddp.keys()
     for k in single:
         torch.testing.assert_close(ddp[k], single[k], rtol=1e-5, atol=1e-5, msg=k)
+
+
+def _retrain(cwd: Path, ckpts: str, nproc: int) -> dict:
+    args = [str(REPO / "main_forget.py"), "--unlearn", "retrain", "--dataset", "digits", "--arch", "mlp",
+            "--epochs", "2", "--batch_size", "50", "--unlearn_epochs", "2", "--unlearn_lr", "0.1",
+            "--num_indexes_to_replace", "30", "--ckpts", ckpts]
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
+           if nproc > 1 else [sys.executable, *args])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (model,) = list((cwd / ckpts / "unlearn").rglob("model.pt"))
+    assert (model.parent / "metrics.json").is_file()
+    return torch.load(model, weights_only=True)["state_dict"]
+
+
+def test_two_process_retrain_matches_single_process(tmp_path):
+    single = _retrain(tmp_path, "single", 1)
+    ddp = _retrain(tmp_path, "ddp", 2)
+    for k in single:
+        torch.testing.assert_close(ddp[k], single[k], rtol=1e-5, atol=1e-5, msg=k)
