@@ -18,7 +18,7 @@ import torch
 from arg_parser import parse_args
 from models import build_model
 from trainer.device import prepare_model, resolve_device
-from trainer.distributed import init_distributed, unwrap, wrap_model
+from trainer.distributed import finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import predict_split
 from trainer.fit import CHECKPOINT, Recipe, fit
 from utils.artifacts import (check_writable, prepare_run_dir, run_config, save_model, write_config,
@@ -73,11 +73,8 @@ def main() -> int:
     history = fit(model, data.to(device), data.train_ids, recipe, seed=args.seed, device=device, run_dir=run_dir,
                   resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain", dist_info=info)
     train_seconds = time.perf_counter() - t0
-    if info.enabled:  # every rank has finished its collectives before the group goes away
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
     if not info.is_main:
-        return 0
+        finish(info)
     model = unwrap(model)
 
     splits, metrics = {}, {}
@@ -95,6 +92,7 @@ def main() -> int:
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     print(f"done: train {100 * metrics['train_acc']:.2f}%  val {100 * metrics['val_acc']:.2f}%  "
           f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")
+    finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0
 
 

@@ -67,5 +67,22 @@ def all_reduce_sum_(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
+def finish(info: DistInfo, code: int = 0) -> None:
+    """End a data-parallel process: wait for every rank, leave the group and exit at once.
+
+    ``os._exit`` skips the interpreter's teardown, during which a c10d/gloo helper thread that is
+    still joinable made a rank abort now and then ("terminate called without an active
+    exception", SIGABRT) after all its work was done. Output is flushed first."""
+    if not info.enabled:
+        return
+    import sys
+
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

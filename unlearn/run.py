@@ -247,7 +247,7 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
                    allowed: tuple[str, ...] | None = None) -> int:
     """The whole pipeline (see the module docstring); returns the exit status."""
     from trainer.device import prepare_model, resolve_device
-    from trainer.distributed import init_distributed, unwrap, wrap_model
+    from trainer.distributed import finish, init_distributed, unwrap, wrap_model
     from unlearn.base import UnlearnTask
     from utils.artifacts import check_writable, is_complete, prepare_run_dir, run_config, save_model, \
         write_config, write_metrics, write_outputs
@@ -339,11 +339,8 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
                        device=device, seed=args.seed, generator=gen)
     seconds = run_timed(args, task, cfg, device)
     model = unwrap(task.model)
-    if info.enabled:  # only rank 0 evaluates and writes
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-        if not info.is_main:
-            return 0
+    if not info.is_main:  # only rank 0 evaluates and writes
+        finish(info)
 
     # ---- 5. evaluation and artifacts ----------------------------------------------------------
     ev = evaluate(model, task.data, fs, device, seed=args.seed)
@@ -361,6 +358,7 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
     if metrics["collapsed"]:
         print(f"warning: the model collapsed (retain accuracy {_pct(metrics['accuracy']['retain'])} is at chance "
               f"level); its ToW is not meaningful. Flagged in metrics.json.")
+    finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0
 
 
