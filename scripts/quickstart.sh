@@ -52,7 +52,7 @@ for mem in low mid high mix; do
   stage "s$SEED-$mem-original" $PY main_forget.py --unlearn original "${F[@]}"
   stage "s$SEED-$mem-FT"       $PY main_forget.py --unlearn FT       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
   stage "s$SEED-$mem-FT_prune" $PY main_forget.py --unlearn FT_prune "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 --alpha 1e-4
-  stage "s$SEED-$mem-GA"       $PY main_forget.py --unlearn GA       "${F[@]}" --unlearn_lr 0.001 --unlearn_epochs 3
+  stage "s$SEED-$mem-GA"       $PY main_forget.py --unlearn GA       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
   stage "s$SEED-$mem-NG"       $PY main_forget.py --unlearn NG       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99
   stage "s$SEED-$mem-SCRUB"    $PY main_forget.py --unlearn SCRUB    "${F[@]}" --unlearn_lr 0.005 --unlearn_epochs 5 \
                           --msteps 4 --kd_T 4.0 --beta 0.001 --gamma 0.99
