@@ -16,6 +16,7 @@ from typing import Sequence, Type, Union
 import torch
 from torch import Tensor, nn
 
+from .init import init_conv_bn_
 from .normalize import make_normalize
 
 
@@ -120,12 +121,7 @@ class ResNet(nn.Module):
 
     def _init_weights(self) -> None:
         """Conv: kaiming_normal (fan_out, relu); BN: weight 1, bias 0; Linear: PyTorch default."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
 
     @property
     def head(self) -> nn.Module:

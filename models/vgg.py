@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from utils.errors import UserError
 
+from .init import init_conv_bn_
 from .normalize import make_normalize
 
 CFG_D: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M",
@@ -57,13 +58,9 @@ class VGG(nn.Module):
 
     def _init_weights(self) -> None:
         """Conv kaiming_normal fan_out; BN 1/0; Linear N(0, 0.01), bias 0 (original VGG.py)."""
+        init_conv_bn_(self)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 

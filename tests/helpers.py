@@ -97,3 +97,19 @@ def script_env(threads: int | None = None) -> dict[str, str]:
 
 def script_cmd(script: str, *args: str) -> list[str]:
     return [sys.executable, str(REPO / script), *map(str, args)]
+
+
+def run_cli(module, argv, monkeypatch, capsys, cwd) -> tuple[int, str, str]:
+    """Run an entry script in-process exactly as ``python <script> argv`` does (``utils.cli.run_main``
+    in ``cwd``); returns ``(exit status, stdout, stderr)``."""
+    import pytest
+
+    from utils.cli import run_main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *[str(a) for a in argv]])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_main(module.main)
+    out, err = capsys.readouterr()
+    return e.value.code, out, err

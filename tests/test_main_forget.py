@@ -15,7 +15,7 @@ import main_forget
 import main_random
 from models import build_model
 from utils.artifacts import save_model
-from utils.cli import run_main
+from helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model: threads only add overhead (and contention)
@@ -45,16 +45,7 @@ def workdir(tmp_path_factory):
     return d
 
 
-def cli(module, argv, monkeypatch, capsys, cwd):
-    """Run an entry script in-process exactly as ``python <script> argv`` does; returns
-    ``(exit status, stdout, stderr)``."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *[str(a) for a in argv]])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        run_main(module.main)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+cli = run_cli
 
 
 def _run_dir(workdir, fs, tag, seed=2, model=RUN):

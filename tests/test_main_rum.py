@@ -18,7 +18,7 @@ import main_rum
 import main_rum_proxy
 import unlearn
 from unlearn.rum import shuffled_groups
-from utils.cli import run_main
+from helpers import run_cli
 from utils.forget_sets import load_forget_set, memorization_groups
 from utils.report import discover
 
@@ -50,14 +50,7 @@ def workdir(tmp_path_factory):
     return d
 
 
-def cli(module, argv, monkeypatch, capsys, cwd):
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *[str(a) for a in argv]])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        run_main(module.main)
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
+cli = run_cli
 
 
 def _final(workdir, tag, seed=2):
