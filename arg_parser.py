@@ -160,6 +160,16 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None, *, de
     return args
 
 
+def given_flags(argv: Sequence[str] | None, names: Sequence[str], prog: str | None = None) -> set[str]:
+    """Which of the flags ``names`` (destinations, e.g. ``"dataset"``) were given on the command
+    line, as opposed to left at their defaults: ``argv`` is parsed a second time with those
+    defaults set to None, so ``--flag=value`` counts as argparse counts it."""
+    p = build_parser(prog)
+    p.set_defaults(**{d: None for d in names})
+    ns, _ = p.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    return {d for d in names if getattr(ns, d) is not None}
+
+
 def validate_common(args: argparse.Namespace) -> None:
     """Checks that do not need any file: canonical names and ranges."""
     from models import ARCHS
@@ -194,7 +204,7 @@ def validate_common(args: argparse.Namespace) -> None:
             raise UserError(f"--unlearn {args.unlearn!r}: unknown method; accepted: {', '.join(UNLEARN_METHODS)}")
         args.unlearn = m
     if args.mem is not None:
-        from utils.forget_sets import parse_mem
+        from forget_sets.select import parse_mem
 
         args.mem = parse_mem(args.mem)
     if args.save is not None and args.save_dir is None:

@@ -6,10 +6,10 @@
         --save ckpts/masks/digits --num_indexes_to_replace 100 --mem high [--mask_ratio 0.5] [--mask_order smallest]
 
 Loads the model (``--mask PATH``, else the pretrained run the arguments point to; the same loader
-as the unlearning scripts), obtains the forget set with the shared builder (utils/forget_builder.py;
+as the unlearning scripts), obtains the forget set with the shared builder (forget_sets/builder.py;
 the file under ``<ckpts>/forget_sets/`` is reused or written), accumulates ``|sum of per-batch
 mean gradients of -CE|`` over one pass of the forget set (eval mode, no augmentation;
-utils/saliency.py), ranks all parameters together and writes one mask per ``--mask_ratio``
+unlearn/saliency.py), ranks all parameters together and writes one mask per ``--mask_ratio``
 (default 0.1, 0.2, ..., 1.0) keeping the ``--mask_order`` (default largest) fraction.
 
 ``--unlearn_epochs`` is accepted because the README passes it; it does nothing here: the gradient
@@ -25,14 +25,14 @@ import torch
 
 from arg_parser import parse_args
 from trainer.device import resolve_device
-from utils.artifacts import check_writable, git_commit
+from utils.rundir import check_writable, git_commit
 from utils.cli import run_main
 from utils.data import load_data
 from utils.errors import UserError
-from utils.forget_builder import forget_ids_sha256, load_model_file, obtain, plan_forget_set
-from utils.forget_sets import sha256_file
+from forget_sets.builder import forget_ids_sha256, load_model_file, obtain, plan_forget_set
+from forget_sets.file import sha256_file
 from utils.pretrained import resolve_model_file
-from utils.saliency import (DEFAULT_RATIOS, check_ratio, forget_gradients, mask_file_name, saliency_masks,
+from unlearn.saliency import (DEFAULT_RATIOS, check_ratio, forget_gradients, mask_file_name, saliency_masks,
                             save_mask)
 
 

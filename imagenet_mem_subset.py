@@ -11,7 +11,7 @@ sorted, files sorted): an image's global id is its ``ImageFolder`` index, and it
 index file by the stem of its file name. Only the file names are read, never the images.
 
 Groups are chosen by score among the index entries found in the folder, with the rules of
-:func:`utils.forget_sets.memorization_groups` (high = top N, low = bottom N, mid = the N closest to
+:func:`forget_sets.select.memorization_groups` (high = top N, low = bottom N, mid = the N closest to
 0.5; ties in index-file order). Writes
 
 * ``<ckpts>/forget_sets/imagenet_mem-{low,mid,high,mix}_n{N}.npz``: forget sets (ids in score order,
@@ -33,8 +33,8 @@ import numpy as np
 from arg_parser import build_parser, validate_common
 from utils.cli import run_main
 from utils.errors import UserError
-from utils.forget_sets import (eval_subsets, forget_set_name, load_forget_set, make_forget_set,
-                               memorization_groups, save_forget_set, select_level, sha256_file)
+from forget_sets.select import eval_subsets, memorization_groups, select_level
+from forget_sets.file import forget_set_name, load_forget_set, make_forget_set, save_forget_set, sha256_file
 from utils.io import atomic_save_npz
 
 INDEX_NAME = "imagenet_index.npz"

@@ -6,7 +6,7 @@
     python main_memorization.py --dataset digits --arch mlp --epochs 20 --lr 0.1 --batch_size 64 \\
         --proxies ho_ret,curvature                                # proxies of the pretrained model
 
-Estimator (utils/memorization.py): ``--num_models`` K models of ``--arch`` trained with the recipe
+Estimator (memorization/estimator.py): ``--num_models`` K models of ``--arch`` trained with the recipe
 flags as given (``--epochs`` keeps the parser's default of 50: pass a small value for small data),
 each on a random ``--subset_ratio`` of the training split, never augmented (RUM and Feldman &
 Zhang train their estimator models without augmentation), trained together as batched ensembles
@@ -17,7 +17,7 @@ of every memorization proxy found (the pretrained run's ``proxies.npz``, from ``
 ``--mask`` or the run the same arguments point to, and this directory's
 ``<dataset>_<arch>_proxies.npz``) with the scores.
 
-Proxies (utils/proxies.py): ``--proxies ho_ret,curvature`` computes holdout retraining from the
+Proxies (memorization/proxies.py): ``--proxies ho_ret,curvature`` computes holdout retraining from the
 pretrained model (``--mask`` or the default run; ``--ft_epochs``, ``--ft_lr``) and loss curvature
 from a fresh training run with the pretraining recipe (``--h``) into
 ``<dataset>_<arch>_proxies.npz`` (``ids`` + one array per proxy, existing proxies kept).
@@ -37,21 +37,20 @@ from models import build_model
 from trainer.device import prepare_model, resolve_device
 from trainer.ensemble import auto_chunk, correctness, train_models
 from trainer.fit import Recipe
-from utils.artifacts import check_writable
+from utils.rundir import check_writable
 from utils.cli import run_main
 from utils.data import load_data
 from utils.errors import UserError
-from utils.forget_sets import PROXY_SIGN
+from memorization.proxies import PROXY_SIGN
 from utils.io import atomic_save_npz, atomic_write_json
-from utils.memorization import (describe_ids, group_means, load_progress, merge_progress, new_progress,
+from memorization.estimator import (describe_ids, group_means, load_progress, merge_progress, new_progress,
                                 recipe_mismatch, save_progress, score_path, shard_models, shard_path,
                                 spearman, subset_size, summary_path, write_scores)
 from utils.pretrained import default_pretrained, load_into, resolve_model_file, sam_config
-from utils.proxies import PROXIES, holdout_retraining, loss_curvature
-from utils.scores import find_score_file, load_scores, score_key
+from memorization.proxies import COMPUTED_PROXIES, LEARNING_EVENT_PROXIES, holdout_retraining, loss_curvature
+from memorization.scores import find_score_file, load_scores, score_key
 
 SMALL_ARCHS = ("mlp", "cnn_s")
-LEARNING_EVENT_PROXIES = tuple(k for k in PROXY_SIGN if k not in PROXIES)
 
 
 def device_from_args(args) -> torch.device:
@@ -77,14 +76,14 @@ def check_args(args: argparse.Namespace) -> None:
     """Everything about the flags that can be refused before any work."""
     if args.proxies is not None:
         if not args.proxies:
-            raise UserError(f"--proxies: no proxy named; accepted: {', '.join(PROXIES)}")
+            raise UserError(f"--proxies: no proxy named; accepted: {', '.join(COMPUTED_PROXIES)}")
         for name in args.proxies:
             if name in LEARNING_EVENT_PROXIES:
                 raise UserError(f"--proxies {name}: the learning-event proxies ({', '.join(LEARNING_EVENT_PROXIES)}) "
                                 f"are recorded by main_train.py in the run's proxies.npz; accepted here: "
-                                f"{', '.join(PROXIES)}")
-            if name not in PROXIES:
-                raise UserError(f"--proxies {name!r}: unknown proxy; accepted: {', '.join(PROXIES)}")
+                                f"{', '.join(COMPUTED_PROXIES)}")
+            if name not in COMPUTED_PROXIES:
+                raise UserError(f"--proxies {name!r}: unknown proxy; accepted: {', '.join(COMPUTED_PROXIES)}")
         if args.merge or args.shard is not None:
             raise UserError("--proxies computes proxies only; run the estimator (--shard/--merge) without it")
         if "ho_ret" in args.proxies:
@@ -255,7 +254,7 @@ def proxy_sources(args: argparse.Namespace, out_dir: Path) -> list[Path]:
 
 def proxy_correlations(args: argparse.Namespace, out_dir: Path, ids: np.ndarray, scores: np.ndarray) -> dict:
     """Spearman of every proxy found with ``scores`` (aligned to ``ids``)."""
-    from utils.scores import load_proxy
+    from memorization.scores import load_proxy
 
     found: dict[str, dict] = {}
     for path in proxy_sources(args, out_dir):

@@ -85,8 +85,8 @@ def plan_rum(args: argparse.Namespace, argv: Sequence[str] | None, prog: str, gr
     from arg_parser import build_parser
     from unlearn.rum import DEFAULT_MASK_RATIO, DEFAULT_PLANS, NONE, resolve_steps, rum_tag
     from unlearn.run import check_method, optimizer_tag_parts
-    from utils.forget_sets import PROXY_SIGN
-    from utils.saliency import check_ratio
+    from memorization.proxies import PROXY_SIGN
+    from unlearn.saliency import check_ratio
 
     for flag, bad in (("--es", args.es), ("--resume", args.resume)):
         if bad:
@@ -188,17 +188,19 @@ def run_rum(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
                              step_retain_sets)
     from unlearn.run import (_build_model, _device, _pct, hparams_of, make_config, model_name_of, run_timed,
                              summary_line, unlearn_metrics)
-    from utils.artifacts import (check_writable, is_complete, prepare_run_dir, run_config, save_model, write_config,
+    from utils.rundir import (check_writable, is_complete, prepare_run_dir, run_config, save_model, write_config,
                                  write_metrics, write_outputs)
     from utils.data import load_data
-    from utils.evaluation import evaluate
-    from utils.forget_builder import (forget_ids_sha256, memorization_scores, obtain, plan_forget_set,
+    from evaluation.evaluate import evaluate
+    from forget_sets.builder import (forget_ids_sha256, memorization_scores, obtain, plan_forget_set,
                                       proxy_file_for)
-    from utils.forget_sets import PROXY_SIGN, ForgetSet, memorization_groups, sha256_file
+    from memorization.proxies import PROXY_SIGN
+    from forget_sets.file import ForgetSet, sha256_file
+    from forget_sets.select import memorization_groups
     from utils.io import atomic_write_json
     from utils.pretrained import load_into, resolve_model_file
-    from utils.saliency import forget_gradients, mask_fraction, saliency_masks
-    from utils.scores import load_proxy
+    from unlearn.saliency import forget_gradients, mask_fraction, saliency_masks
+    from memorization.scores import load_proxy
 
     # ---- 1. validation: nothing is written before this block ends ----------------------------
     rp = plan_rum(args, argv, prog, grouping)

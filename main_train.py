@@ -21,13 +21,13 @@ from trainer.device import prepare_model, resolve_device
 from trainer.distributed import finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import predict_split
 from trainer.fit import CHECKPOINT, Recipe, fit
-from utils.artifacts import (check_writable, prepare_run_dir, run_config, save_model, write_config,
+from utils.rundir import (check_writable, prepare_run_dir, run_config, save_model, write_config,
                              write_metrics, write_outputs)
 from utils.cli import run_main
 from utils.data import load_data
 from utils.errors import UserError
 from utils.io import atomic_save_npz
-from utils.learning_events import LearningEvents
+from memorization.learning_events import LearningEvents
 from utils.pretrained import pretrain_dir, pretrain_name, sam_config
 
 

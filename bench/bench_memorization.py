@@ -27,7 +27,7 @@ from models import build_model  # noqa: E402
 from trainer.ensemble import train_ensemble  # noqa: E402
 from trainer.fit import Recipe, fit  # noqa: E402
 from utils.data import load_data  # noqa: E402
-from utils.memorization import model_seeds, subset_ids  # noqa: E402
+from memorization.estimator import model_seeds, subset_ids  # noqa: E402
 
 
 def main() -> None:

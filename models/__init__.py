@@ -13,6 +13,7 @@ from torch import nn
 
 from utils.errors import UserError
 
+from .checkpoint import load_into, load_state, read_checkpoint
 from .compat import extract_state_dict
 from .normalize import NormalizeByChannelMeanStd
 from .resnet import resnet18, resnet34, resnet50
@@ -58,5 +59,13 @@ def build_model(arch: str, num_classes: int, *, in_channels: int = 3, image_size
     return ARCHS[key](num_classes, **kwargs)
 
 
-__all__ = ["ARCHS", "IMAGENET_ARCHS", "build_model", "extract_state_dict",
+def build_for(arch: str, data, *, imagenet_arch: bool = False) -> nn.Module:
+    """:func:`build_model` for a dataset (anything with ``num_classes``, ``in_channels``,
+    ``image_size``, ``mean`` and ``std``, e.g. :class:`utils.data.ImageData`)."""
+    return build_model(arch, data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
+                       mean=data.mean, std=data.std, imagenet_arch=imagenet_arch)
+
+
+__all__ = ["ARCHS", "IMAGENET_ARCHS", "build_model", "build_for", "extract_state_dict", "load_into", "load_state",
+           "read_checkpoint",
            "NormalizeByChannelMeanStd"]

@@ -9,7 +9,7 @@
         --epochs 20 --lr 0.1 --batch_size 64 --slurm mem.sbatch   # shards array + dependent merge
 
 A spec file holds one stage ({"script", "fixed", "grid", "per_method", "flags", "name"}) or a list
-of stages; the expansion order is documented in utils/sweep.py and docs/stage_sweep.md. Every
+of stages; the expansion order is documented in launch/sweep.py and docs/stage_sweep.md. Every
 flag name and value is checked with the toolkit's parser before anything runs; a bad one exits 2
 with one line. Local runs write a log per command under --log_dir and exit 1 if any command failed.
 """
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from arg_parser import OneLineParser, validate_common  # noqa: E402
 from utils.cli import run_main  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.sweep import (ARRAY_TEMPLATE, MEMORIZATION_TEMPLATE, REPO, Command, Job, SlurmOptions, Stage,  # noqa: E402
+from launch.sweep import (ARRAY_TEMPLATE, MEMORIZATION_TEMPLATE, REPO, Command, Job, SlurmOptions, Stage,  # noqa: E402
                          check_commands, check_stage, load_spec, output_paths, raising_parser, read_template,
                          plural, render_array_script, render_job_script, render_submit, run_local,
                          stage_commands, submit_lines, summarize)

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _fake_runs_module():
-    spec = importlib.util.spec_from_file_location("_report_fakes", REPO / "tests" / "utils" / "test_report.py")
+    spec = importlib.util.spec_from_file_location("_report_fakes", REPO / "tests" / "results" / "test_report.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -284,7 +284,7 @@ def test_s31_main_forget(readme, method):
 
 
 def test_s32_generate_mask_and_main_random(readme):
-    from utils.saliency import read_mask_file
+    from unlearn.saliency import read_mask_file
 
     work, _ = readme
     r = _ok(readme, "s32_mask")

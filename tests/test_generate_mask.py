@@ -11,9 +11,9 @@ from helpers import script_cmd, script_env
 from models import build_model
 from utils.cli import run_main
 from utils.data import load_data
-from utils.forget_builder import forget_ids_sha256
-from utils.forget_sets import load_forget_set, sha256_file
-from utils.saliency import forget_gradients, load_mask, read_mask_file, saliency_masks
+from forget_sets.builder import forget_ids_sha256
+from forget_sets.file import load_forget_set, sha256_file
+from unlearn.saliency import forget_gradients, load_mask, read_mask_file, saliency_masks
 
 COMMON = ["--dataset", "digits", "--arch", "cnn_s", "--epochs", "5", "--batch_size", "64"]
 RATIOS = [round(0.1 * i, 10) for i in range(1, 11)]

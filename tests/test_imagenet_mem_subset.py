@@ -7,7 +7,7 @@ from PIL import Image
 
 import imagenet_mem_subset
 from utils.cli import run_main
-from utils.forget_sets import load_forget_set
+from forget_sets.file import load_forget_set
 
 # class folder -> image stems; ImageFolder order: classes sorted, files sorted within a class
 CLASSES = {"n02": ["n02_5", "n02_1", "n02_3"], "n01": ["n01_7", "n01_2", "n01_9", "n01_4"]}

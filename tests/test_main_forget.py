@@ -14,7 +14,7 @@ import torch
 import main_forget
 import main_random
 from models import build_model
-from utils.artifacts import save_model
+from utils.rundir import save_model
 from helpers import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +109,7 @@ def test_readme_retrain_command_verbatim(workdir, monkeypatch, capsys):
 
 
 def _mask_file(path, arch="cnn_s", classes=10):
-    from utils.saliency import save_mask
+    from unlearn.saliency import save_mask
 
     torch.manual_seed(0)
     model = build_model(arch, classes, in_channels=1, image_size=8, mean=(0.3,), std=(0.4,))

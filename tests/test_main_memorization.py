@@ -8,12 +8,12 @@ import pytest
 import main_memorization
 from arg_parser import parse_args
 from models import build_model
-from utils.artifacts import save_model
+from utils.rundir import save_model
 from utils.cli import run_main
 from utils.data import load_data
-from utils.memorization import load_progress, save_progress, score_path, shard_path, summary_path
+from memorization.estimator import load_progress, save_progress, score_path, shard_path, summary_path
 from utils.pretrained import default_pretrained
-from utils.scores import load_scores
+from memorization.scores import load_scores
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,9 @@ import main_rum_proxy
 import unlearn
 from unlearn.rum import shuffled_groups
 from helpers import run_cli
-from utils.forget_sets import load_forget_set, memorization_groups
-from utils.report import discover
+from forget_sets.file import load_forget_set
+from forget_sets.select import memorization_groups
+from results.report import discover
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -160,7 +161,7 @@ def test_default_plan_order_retain_sets_chaining_and_retrain_pairing(workdir, mo
     r = _metrics(_final(workdir, "retrain"))
     assert r["forget_set"] == m["forget_set"] and r["forget_set_sha256"] == m["forget_set_sha256"]
     assert r["forget_ids_sha256"] == m["forget_ids_sha256"] and r["seed"] == m["seed"]
-    from utils.report import run_analysis
+    from results.report import run_analysis
 
     monkeypatch.chdir(workdir)
     assert run_analysis("tow", "analysis.py", ["--dataset", "digits", "--unlearn", "RUM", "--mem", "mix",

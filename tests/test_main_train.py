@@ -18,7 +18,7 @@ import torch
 from helpers import script_cmd, script_env
 from models import build_model
 from utils.data import load_data
-from utils.learning_events import PROXY_NAMES
+from memorization.learning_events import PROXY_NAMES
 
 README = ["--dataset", "CIFAR10", "--arch", "ResNet18", "--epochs", "1", "--lr", "0.1", "--batch_size", "16",
           "--save_dir", "ckpts/original/", "--data", "datasets"]  # the original README, verbatim

@@ -23,6 +23,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UserError(f"--device {name!r}: accepted: auto, cpu, cuda, cuda:N") from None
 
 
+def device_from_args(name: str, gpu: int = 0, local_rank: int | None = None) -> torch.device:
+    """``--device`` resolved; a bare ``cuda`` takes the index ``--gpu`` (``local_rank`` under torchrun)."""
+    dev = resolve_device(name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", gpu if local_rank is None else local_rank)
+    return dev
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; a no-op elsewhere."""
     if device.type == "cuda":

@@ -39,6 +39,22 @@ def predict_split(model: nn.Module, data: ImageData, split: str, ids: np.ndarray
     return predict(model, data.x, data.y, ids, batch_size=batch_size, device=device)
 
 
-def accuracy(model: nn.Module, data: ImageData, split: str, ids: np.ndarray | None = None, **kw) -> float:
+@torch.no_grad()
+def embed(model: nn.Module, data: ImageData, ids: np.ndarray, *, device: torch.device | str,
+          batch_size: int = 512) -> np.ndarray:
+    """``model.embed`` features of the training examples ``ids`` (eval mode, no augmentation,
+    float32 forward on every device: the one embedding both ES paths use); float64 ``[N, D]``."""
+    device = torch.device(device)
+    was = model.training
+    model.eval()
+    out = [model.embed(b.x).float().cpu()
+           for b in iterate(data.x, data.y, np.asarray(ids, np.int64), batch_size, device=device)]
+    model.train(was)
+    if not out:
+        return np.zeros((0, int(getattr(model, "embed_dim", 0))), np.float64)
+    return torch.cat(out).double().numpy()
+
+
+def model_accuracy(model: nn.Module, data: ImageData, split: str, ids: np.ndarray | None = None, **kw) -> float:
     logits, labels = predict_split(model, data, split, ids, **kw)
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")

@@ -11,22 +11,37 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from trainer.distributed import DistInfo, all_reduce_sum_, local_slice, unwrap
+from trainer.evaluate import model_accuracy
 from trainer.loop import train_epoch
 from trainer.optim import SamConfig, make_optimizer
 from trainer.schedule import cosine_with_warmup
 from utils.batches import Batch, iterate, num_batches
 from utils.data import ImageData
 from utils.io import atomic_torch_save, atomic_write_bytes
-from utils.learning_events import LearningEvents
 
 CHECKPOINT = "checkpoint.pt"
+
+
+class BatchObserver(Protocol):
+    """Sees every training forward pass (e.g. the learning-event proxies of
+    :mod:`memorization.learning_events`); its state travels in the checkpoint, and its ``sums`` and
+    ``counts`` tensors are summed over data-parallel ranks."""
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+
+    def update(self, ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,7 +61,7 @@ class Recipe:
 
 def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe, *, seed: int,
         device: torch.device, run_dir: Path | None = None, resume: bool = False,
-        events: LearningEvents | None = None, val_ids: np.ndarray | None = None,
+        events: BatchObserver | None = None, val_ids: np.ndarray | None = None,
         log: Callable[[str], None] = print, desc: str = "train", dist_info: DistInfo = DistInfo()) -> list[dict]:
     """Train ``model`` on ``train_ids``; returns the per-epoch history.
 
@@ -93,8 +108,7 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
                "seconds": time.perf_counter() - t0}
         if val_ids is not None and len(val_ids):
-            from trainer.evaluate import accuracy
-            row["val_acc"] = accuracy(unwrap(model), data, "train", val_ids, device=device)
+            row["val_acc"] = model_accuracy(unwrap(model), data, "train", val_ids, device=device)
         history.append(row)
         if not dist_info.is_main:
             continue

@@ -7,7 +7,7 @@ build the inputs, run :func:`run_meta` and write the run directories.
 **Refinement** (:func:`refine`). The forget set S (n ids, any forget set; the README's is the
 ``--mem mix`` set) is ordered by a *memorization key* -- the memorization score, or a proxy value
 with its sign flipped when the proxy falls as memorization rises (:func:`memorization_key`,
-``utils.forget_sets.PROXY_SIGN``) -- stably in descending order (ties keep forget-set order), and
+``forget_sets.select.PROXY_SIGN``) -- stably in descending order (ties keep forget-set order), and
 cut into K parts: the first K-1 parts (the most memorized) get ``n // K`` ids each, the last (the
 least memorized) the remaining ``n - (K-1)(n // K)``. The groups are returned in *processing order*,
 low -> high memorization (group 0 = the least memorized). For K = 3 and the mix set

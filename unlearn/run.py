@@ -9,12 +9,12 @@
    dataset's class count; the saliency mask fits that model; the forget-set inputs (score, proxy,
    model files) exist; the run directory does not hold a finished run (unless ``--overwrite``).
 2. **Forget set**: loaded from or built into ``<ckpts>/forget_sets/<name>.npz``
-   (:mod:`utils.forget_builder`). ``--es`` prints the entanglement score here and stops.
+   (:mod:`forget_sets.builder`). ``--es`` prints the entanglement score here and stops.
 3. **Model**: retrain starts from a fresh initialization (seeded with ``--train_seed``, default
    ``--seed``); every other method from the start model.
 4. **Method** from the registry (:mod:`unlearn`), timed alone (``unlearn_seconds``). A NaN or
    infinite loss stops the run: one line on stderr, exit status 1, no metrics.json.
-5. **Evaluate** (:mod:`utils.evaluation`) and write the run directory
+5. **Evaluate** (:mod:`evaluation.evaluate`) and write the run directory
 
        <ckpts>/unlearn/<forget set name>/<model name>/<method tag>/seed<seed>/
            config.json  model.pt (unless --no_save)  outputs.npz  metrics.json (last: marks it complete)
@@ -232,8 +232,8 @@ def _build_model(args: argparse.Namespace, data) -> torch.nn.Module:
 
 
 def _entanglement(args, model, data, fs, device) -> None:
-    from utils.entanglement import entanglement_score, entanglement_score_normalized
-    from utils.forget_builder import embed_ids
+    from evaluation.entanglement import entanglement_score, entanglement_score_normalized
+    from forget_sets.builder import embed_ids
 
     emb_r = embed_ids(model, data, fs.retain_ids, device=device)
     emb_f = embed_ids(model, data, fs.forget_ids, device=device)
@@ -249,12 +249,12 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
     from trainer.device import prepare_model, resolve_device
     from trainer.distributed import finish, init_distributed, unwrap, wrap_model
     from unlearn.base import UnlearnTask
-    from utils.artifacts import check_writable, is_complete, prepare_run_dir, run_config, save_model, \
+    from utils.rundir import check_writable, is_complete, prepare_run_dir, run_config, save_model, \
         write_config, write_metrics, write_outputs
     from utils.data import load_data
-    from utils.evaluation import evaluate
-    from utils.forget_builder import obtain, plan_forget_set
-    from utils.forget_sets import sha256_file
+    from evaluation.evaluate import evaluate
+    from forget_sets.builder import obtain, plan_forget_set
+    from forget_sets.file import sha256_file
     from utils.pretrained import default_pretrained, load_into, resolve_model_file
 
     # ---- 1. validation: nothing is written before this block ends ----------------------------
@@ -276,7 +276,7 @@ def run_unlearning(args: argparse.Namespace, prog: str = "main_forget.py",
     mask = None
     mask_fraction = None
     if args.path:
-        from utils.saliency import load_mask, mask_fraction as _fraction
+        from unlearn.saliency import load_mask, mask_fraction as _fraction
 
         mask = load_mask(args.path, model)
         mask_fraction = _fraction(mask)
@@ -392,7 +392,7 @@ def unlearn_metrics(args: argparse.Namespace, *, method: str, tag: str, data: An
                     pretrained: Path | None, model_name: str, hparams: dict[str, Any],
                     device: torch.device) -> dict[str, Any]:
     """The ``metrics.json`` record of an unlearning run (the schema analysis.py reads)."""
-    from utils.forget_builder import forget_ids_sha256
+    from forget_sets.builder import forget_ids_sha256
     from utils.pretrained import sam_config
 
     m = fs.manifest

@@ -25,7 +25,7 @@ from models import build_model
 from trainer.fit import CHECKPOINT, Recipe, fit
 from trainer.optim import SamConfig
 from utils.data import load_data
-from utils.learning_events import LearningEvents
+from memorization.learning_events import LearningEvents
 
 EPOCHS, KILL_AFTER = 5, 2
 ARGS = ["--dataset", "digits", "--arch", "cnn_s", "--epochs", str(EPOCHS), "--batch_size", "128", "--lr", "0.05",

@@ -7,7 +7,9 @@ from torch import nn
 
 from unlearn.rum import (DEFAULT_PLANS, NONE, Step, group_labels, group_sizes, memorization_key, refine,
                          resolve_steps, rum_tag, run_meta, shuffled_groups, state_copy, step_retain_sets)
-from utils.forget_sets import PROXY_SIGN, make_forget_set, memorization_groups, proxy_groups, select_level
+from memorization.proxies import PROXY_SIGN
+from forget_sets.file import make_forget_set
+from forget_sets.select import memorization_groups, proxy_groups, select_level
 
 FLAG_DEFAULTS = (0.01, 10, 0.99)
 

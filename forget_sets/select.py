@@ -1,4 +1,4 @@
-"""Forget sets: how they are chosen, and the file that holds one.
+"""Forget-set selection rules (pure numpy): which examples a forget set of each kind holds.
 
 Every id here is a *global id*: the example's index in the dataset's original training split
 (DESIGN.md §3). ``train_ids`` is the sorted int64 array of the training split after validation
@@ -16,24 +16,17 @@ reference/rum-spec.md §1.2):
   memorization;
 * mix = high[:n//3] + mid[:n//3] + low[(-n)//3:];
 * random forget sets are drawn with ``RandomState(seed - 1)``.
+* entanglement groups: equal groups by distance to the embedding centroid (RUM's ES forget sets).
 
-A forget set on disk (DESIGN.md §6) is an ``.npz`` with ``forget_ids``, ``retain_ids``, a JSON
-``manifest`` (a 0-d unicode array) and optional extra id arrays stored as ``extra_<name>``.
+The file format is :mod:`forget_sets.file`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import zipfile
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from utils.errors import UserError
-from utils.io import atomic_save_npz, json_default
 
 LEVELS = ("low", "mid", "high", "mix")
 GROUPS = ("high", "mid", "low")
@@ -41,16 +34,6 @@ GROUPS = ("high", "mid", "low")
 # The original code's integer values of --mem.
 _MEM_INTS = {"0": "low", "2": "mid", "4": "high"}
 
-# Proxy name -> True when the proxy is *negatively* correlated with memorization
-# (a high value means a well-learned, little-memorized example).
-PROXY_SIGN: dict[str, bool] = {
-    "confidence": True,
-    "max_conf": True,
-    "entropy": True,
-    "bi_acc": True,
-    "ho_ret": False,
-    "curvature": False,
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,146 +235,107 @@ def random_forget(train_ids: np.ndarray, labels_of_train_ids: np.ndarray, n: int
 
 
 # --------------------------------------------------------------------------------------------
-# The forget-set file
+# Entanglement (ES) groups: RUM cluster.py::get_distance / get_fs_dist_only (rum-spec §4)
 # --------------------------------------------------------------------------------------------
 
-@dataclass
-class ForgetSet:
-    """A forget set: forget ids (selection order), retain ids (ascending), manifest, extras."""
+def centroid_distance_groups(
+    embeddings: np.ndarray, ids: np.ndarray, n_groups: int
+) -> list[np.ndarray]:
+    """Partition examples into equal groups by distance to the global embedding centroid.
 
-    forget_ids: np.ndarray
-    retain_ids: np.ndarray
-    manifest: dict[str, Any]
-    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    ``d_i = ||phi_i - mean_j phi_j||_2``; examples are sorted by ``d`` ascending (stable mergesort,
+    so ties keep input order) and cut into ``n_groups`` consecutive groups of
+    ``floor(N / n_groups)`` examples; the ``N mod n_groups`` farthest examples are dropped
+    (rum-spec §4, RUM ``cluster.py``: CIFAR 45k examples -> 15 groups x 3000). Group 0 is closest
+    to the centroid (lowest ES), the last group farthest (highest ES).
 
+    Args:
+        embeddings: ``[N, D]`` embeddings of all candidate examples.
+        ids: ``[N]`` global example ids, aligned with ``embeddings``.
+        n_groups: number of groups (>= 1, <= N).
 
-def make_forget_set(train_ids: np.ndarray, forget_ids: np.ndarray, manifest: Mapping[str, Any],
-                    extras: Mapping[str, np.ndarray] | None = None) -> ForgetSet:
-    """Build a :class:`ForgetSet`: retain = sorted(train_ids - forget_ids).
-
-    Repeated forget ids (a mix or shuffle over overlapping groups) are dropped, keeping the
-    first occurrence; the manifest records ``size`` and ``duplicates_dropped``.
+    Returns:
+        ``n_groups`` arrays of ids (dtype of ``ids``), each of length ``floor(N / n_groups)``.
     """
-    ids = _as_ids(train_ids)
-    f = np.asarray(forget_ids, dtype=np.int64)
-    _, first = np.unique(f, return_index=True)
-    dedup = f[np.sort(first)]
-    outside = np.setdiff1d(dedup, ids)
-    if outside.size:
-        raise ValueError(f"{outside.size} forget ids are not training ids, e.g. {outside[:5].tolist()}")
-    m = dict(manifest)
-    m["size"] = int(dedup.size)
-    m["duplicates_dropped"] = int(f.size - dedup.size)
-    retain = np.setdiff1d(ids, dedup)  # sorted, unique
-    ex = {k: np.asarray(v, dtype=np.int64) for k, v in (extras or {}).items()}
-    return ForgetSet(forget_ids=dedup, retain_ids=retain.astype(np.int64), manifest=m, extras=ex)
+    emb = np.asarray(embeddings, dtype=np.float64)
+    ids = np.asarray(ids)
+    if emb.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D [N, D], got shape {emb.shape}")
+    if ids.ndim != 1 or ids.shape[0] != emb.shape[0]:
+        raise ValueError(f"ids must be 1-D with {emb.shape[0]} entries, got shape {ids.shape}")
+    n = emb.shape[0]
+    if n_groups < 1 or n_groups > n:
+        raise UserError(
+            f"cannot cut {n} examples into {n_groups} entanglement groups: the number of groups "
+            f"must lie in [1, {n}]"
+        )
+    dist = np.linalg.norm(emb - emb.mean(axis=0), axis=1)
+    order = np.argsort(dist, kind="mergesort")
+    size = n // n_groups
+    return [ids[order[g * size:(g + 1) * size]].copy() for g in range(n_groups)]
 
 
-def save_forget_set(path: str | os.PathLike, fs: ForgetSet) -> None:
-    """Write ``fs`` atomically as an ``.npz`` (the path is used as given)."""
-    arrays: dict[str, np.ndarray] = {
-        "forget_ids": np.asarray(fs.forget_ids, dtype=np.int64),
-        "retain_ids": np.asarray(fs.retain_ids, dtype=np.int64),
-        "manifest": np.array(json.dumps(fs.manifest, sort_keys=True, default=json_default)),
-    }
-    for name, arr in fs.extras.items():
-        if not name.isidentifier():
-            raise ValueError(f"extra array name {name!r} must be an identifier")
-        arrays["extra_" + name] = np.asarray(arr, dtype=np.int64)
-    atomic_save_npz(path, **arrays)
+def _mix_group_indices(n_groups: int) -> tuple[int, int, int]:
+    if n_groups == 15:
+        return 3, 12, 14
+    last = n_groups - 1
+    low = min(int(round(n_groups * 3 / 15)), last)
+    mid = min(int(round(n_groups * 12 / 15)), last)
+    return low, mid, last
 
 
-def load_forget_set(path: str | os.PathLike) -> ForgetSet:
-    """Read a forget-set file; a missing or unreadable file is a :class:`UserError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"forget set file {str(p)!r} does not exist; forget sets are written by "
-                        f"main_forget.py / main_rum.py under ckpts/forget_sets/")
-    try:
-        z = np.load(p, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("not an .npz archive")
-        with z:
-            keys = set(z.files)
-            need = {"forget_ids", "retain_ids", "manifest"}
-            if not need <= keys:
-                raise ValueError(f"missing arrays {sorted(need - keys)} (has {sorted(keys)})")
-            forget = np.asarray(z["forget_ids"])
-            retain = np.asarray(z["retain_ids"])
-            manifest = json.loads(str(z["manifest"][()]))
-            extras = {k[len("extra_"):]: np.asarray(z[k]).astype(np.int64, copy=False)
-                      for k in sorted(keys) if k.startswith("extra_")}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise UserError(f"forget set file {str(p)!r} is not a readable forget set: {_one_line(e)}") from None
-    except Exception as e:  # zlib errors and the like from a damaged archive
-        raise UserError(f"forget set file {str(p)!r} is damaged: {type(e).__name__}: {_one_line(e)}") from None
-    for name, arr in (("forget_ids", forget), ("retain_ids", retain)):
-        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise UserError(f"forget set file {str(p)!r}: {name} must be a 1-D integer array, "
-                            f"got {arr.dtype} of shape {arr.shape}")
-    if not isinstance(manifest, dict):
-        raise UserError(f"forget set file {str(p)!r}: manifest is not a JSON object")
-    return ForgetSet(forget_ids=forget.astype(np.int64, copy=False),
-                     retain_ids=retain.astype(np.int64, copy=False),
-                     manifest=manifest, extras=extras)
+def es_forget_ids(groups: list[np.ndarray], group_index: int, n: int) -> np.ndarray:
+    """Forget-set ids from the entanglement groups of :func:`centroid_distance_groups`.
 
+    * ``group_index`` in ``[0, len(groups))``: the first ``n`` ids of that group.
+    * ``group_index == -1`` ("mix"): ``n // 3`` ids from each of the low, mid and high groups, the
+      high group also supplying the remainder, so ``n//3 + n//3 + (n - 2*(n//3)) = n`` ids in the
+      order low, mid, high. The low/mid/high groups are RUM's CIFAR indices 3, 12 and 14 of 15
+      groups (rum-spec §4). For another number of groups ``g`` they are scaled: low =
+      ``round(3g/15)``, mid = ``round(12g/15)``, high = ``g - 1`` (capped at ``g - 1``). This is our
+      choice: RUM's TinyImageNet (100 groups) mix uses groups {0,1,2}, {49,50,51}, {97,98,99}
+      instead. When fewer than 8 groups make two of these indices coincide, the later part takes
+      the next unused ids of the shared group, so the ids are always distinct.
 
-def forget_set_name(manifest: Mapping[str, Any]) -> str:
-    """A readable, deterministic file stem for a forget set.
+    Args:
+        groups: output of :func:`centroid_distance_groups`.
+        group_index: ``--group_index``: a group, or -1 for the mix.
+        n: ``--num_indexes_to_replace``: forget-set size (>= 1).
 
-    ``<dataset>_<what>[_n<size>][_seed<seed>][_split<split_seed>][_shuffle]`` where ``what`` is
-    ``mem-<level>``, ``proxy-<name>-<level>``, ``es-g<group>``, ``random`` or ``class-<c>[-<c>...]``.
-    The seed appears where the selection depends on it (random, class, shuffle); the split seed
-    where it is not the default 1. Examples: ``digits_mem-high_n100``,
-    ``cifar10_random_n3000_seed2``, ``cifar10_class-3_seed2``,
-    ``cifar10_proxy-confidence-mix_n3000``, ``cifar10_es-g14_n3000``,
-    ``cifar10_mem-mix_n3000_seed2_shuffle``.
+    Raises:
+        UserError: ``group_index`` out of range, ``n < 1``, or a group too small for ``n``.
     """
-    def need(key: str) -> Any:
-        if manifest.get(key) is None:
-            raise ValueError(f"forget-set manifest of kind {manifest.get('kind')!r} needs {key!r}")
-        return manifest[key]
-
-    dataset = str(need("dataset")).lower()
-    kind = need("kind")
-    shuffle = bool(manifest.get("shuffle"))
-    size = manifest.get("n", manifest.get("size"))
-    with_seed = shuffle
-    if kind == "mem":
-        what = f"mem-{parse_mem(need('level'))}"
-    elif kind == "proxy":
-        what = f"proxy-{need('proxy')}-{parse_mem(need('level'))}"
-    elif kind == "es":
-        what = f"es-g{int(need('group'))}"
-    elif kind == "random":
-        what, with_seed = "random", True
-    elif kind == "class":
-        classes = need("classes")
-        classes = [classes] if isinstance(classes, (int, np.integer)) else list(classes)
-        what, with_seed = "class-" + "-".join(str(int(c)) for c in classes), True
-        size = manifest.get("n")  # None: the whole class
-    else:
-        raise ValueError(f"unknown forget-set kind {kind!r}")
-    parts = [dataset, what]
-    if size is not None:
-        parts.append(f"n{int(size)}")
-    if with_seed:
-        parts.append(f"seed{int(need('seed'))}")
-    split_seed = manifest.get("split_seed")
-    if split_seed is not None and int(split_seed) != 1:
-        parts.append(f"split{int(split_seed)}")
-    if shuffle:
-        parts.append("shuffle")
-    return "_".join(parts)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+    g = len(groups)
+    if g == 0:
+        raise UserError("no entanglement groups to choose a forget set from")
+    if n < 1:
+        raise UserError(f"--num_indexes_to_replace must be >= 1, got {n}")
+    if group_index == -1:
+        picks = _mix_group_indices(g)
+        k = n // 3
+        counts = (k, k, n - 2 * k)
+        used: dict[int, int] = {}
+        parts = []
+        for gi, cnt in zip(picks, counts):
+            start = used.get(gi, 0)
+            grp = np.asarray(groups[gi])
+            if start + cnt > grp.shape[0]:
+                raise UserError(
+                    f"--num_indexes_to_replace {n} with --group_index -1 needs {cnt} ids from "
+                    f"entanglement group {gi}, which has {grp.shape[0] - start} left "
+                    f"(groups of {grp.shape[0]}; at most {3 * grp.shape[0]} in all)"
+                )
+            parts.append(grp[start:start + cnt])
+            used[gi] = start + cnt
+        return np.concatenate(parts)
+    if not 0 <= group_index < g:
+        raise UserError(
+            f"--group_index {group_index} is out of range: use 0..{g - 1} or -1 (mix)"
+        )
+    grp = np.asarray(groups[group_index])
+    if n > grp.shape[0]:
+        raise UserError(
+            f"--num_indexes_to_replace {n} exceeds the size of entanglement group "
+            f"{group_index} ({grp.shape[0]}); use at most {grp.shape[0]}"
+        )
+    return grp[:n].copy()

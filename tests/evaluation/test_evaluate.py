@@ -1,4 +1,4 @@
-"""utils/evaluation.py: accuracies, MIA-efficacy, collapse flag and outputs of a model on a forget set."""
+"""evaluation/evaluate.py: accuracies, MIA-efficacy, collapse flag and outputs of a model on a forget set."""
 import numpy as np
 import pytest
 import torch
@@ -6,9 +6,9 @@ import torch
 from models import build_model
 from trainer.evaluate import predict
 from utils.data import load_data
-from utils.evaluation import SUBSETS, evaluate
-from utils.forget_sets import make_forget_set
-from utils.mia import FEATURES
+from evaluation.evaluate import SUBSETS, evaluate
+from forget_sets.file import make_forget_set
+from evaluation.mia import FEATURES
 
 
 @pytest.fixture(scope="module")

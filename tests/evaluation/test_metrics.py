@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.metrics import accuracy, collapsed, mean_ci, tow, tow_mia
+from evaluation.metrics import accuracy, collapsed, mean_ci, tow, tow_mia
 
 
 def test_accuracy_hand():

@@ -1,4 +1,4 @@
-"""utils/report.py on fake run directories: discovery, pairing with retrain, aggregation,
+"""results/report.py on fake run directories: discovery, pairing with retrain, aggregation,
 filters, bad input, outputs. (The ToW / ToW-MIA / interval formulas themselves are tested in
 test_metrics.py.)"""
 import json
@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from utils.errors import UserError
-from utils.report import (METRICS, Filters, build_report, cell_text, column_label, discover,
+from results.report import (METRICS, Filters, build_report, cell_text, column_label, discover,
                           explicit_flags, run_analysis, select)
 
 # Hand-chosen accuracies (retain, forget, test, MIA-efficacy) of the mem-high cell.
@@ -317,10 +317,10 @@ def test_entanglement_score_cli(tmp_path, capsys):
     import torch
 
     from models import build_model
-    from utils.artifacts import save_model
+    from utils.rundir import save_model
     from utils.data import load_data
-    from utils.entanglement import entanglement_score, entanglement_score_normalized
-    from utils.forget_sets import make_forget_set, save_forget_set
+    from evaluation.entanglement import entanglement_score, entanglement_score_normalized
+    from forget_sets.file import make_forget_set, save_forget_set
 
     data = load_data("digits")
     torch.manual_seed(0)
@@ -355,7 +355,7 @@ def test_entanglement_score_builder_group(tmp_path, capsys):
     import torch
 
     from models import build_model
-    from utils.artifacts import save_model
+    from utils.rundir import save_model
     from utils.data import load_data
 
     data = load_data("digits")

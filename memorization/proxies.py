@@ -1,6 +1,6 @@
 """Memorization proxies that need extra computation (rum-spec §3): holdout retraining and loss
 curvature. (The four learning-event proxies are recorded for free while pretraining:
-utils/learning_events.py.) Both return one value per training id; both rise with memorization.
+memorization/learning_events.py.) Both return one value per training id; both rise with memorization.
 
 Holdout retraining (``ho_ret``; Carlini et al. 2019, as the RUM code computes it): a copy of the
 trained model is fine-tuned on held-out data, the TEST set as in the RUM code (the validation split
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -35,7 +36,30 @@ from trainer.schedule import cosine_with_warmup
 from utils.batches import iterate
 from utils.data import ImageData
 
-PROXIES = ("ho_ret", "curvature")
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A memorization proxy: ``negative`` when it falls as memorization rises (a high value means a
+    well-learned, little-memorized example); ``producer`` is what writes its values."""
+
+    negative: bool
+    producer: str  # "pretraining" (proxies.npz beside the model) | "main_memorization" (<ckpts>/memorization)
+    help: str
+
+
+# The one proxy registry: every list of proxy names, sign and producer derives from it.
+PROXIES: dict[str, Proxy] = {
+    "confidence": Proxy(True, "pretraining", "mean softmax probability of the true label over training"),
+    "max_conf": Proxy(True, "pretraining", "mean maximum softmax probability over training"),
+    "entropy": Proxy(True, "pretraining", "mean negative prediction entropy over training"),
+    "bi_acc": Proxy(True, "pretraining", "fraction of training passes that classified the example correctly"),
+    "ho_ret": Proxy(False, "main_memorization", "holdout retraining: symmetric KL before/after fine-tuning without it"),
+    "curvature": Proxy(False, "main_memorization", "loss curvature around the example (finite differences)"),
+}
+PROXY_SIGN: dict[str, bool] = {name: p.negative for name, p in PROXIES.items()}
+LEARNING_EVENT_PROXIES = tuple(n for n, p in PROXIES.items() if p.producer == "pretraining")
+COMPUTED_PROXIES = tuple(n for n, p in PROXIES.items() if p.producer == "main_memorization")
 HO_RET_PATIENCE = 4
 PROB_FLOOR = 1e-10
 

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 
 from utils.errors import UserError
-from utils.forget_sets import PROXY_SIGN
+from memorization.proxies import PROXY_SIGN
 
 # dataset -> (published file name, key)
 PUBLISHED: dict[str, tuple[str, str]] = {

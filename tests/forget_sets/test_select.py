@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 
 from utils.errors import UserError
-from utils.forget_sets import (
-    PROXY_SIGN, ForgetSet, eval_subsets, forget_set_name, load_forget_set, make_forget_set,
-    memorization_groups, parse_mem, proxy_groups, random_forget, save_forget_set, select_level,
-    sha256_file, shuffle_groups,
-)
+from memorization.proxies import PROXY_SIGN
+from forget_sets.file import (ForgetSet, forget_set_name, load_forget_set, make_forget_set, save_forget_set, sha256_file)
+from forget_sets.select import (eval_subsets, memorization_groups, parse_mem, proxy_groups, random_forget, select_level, shuffle_groups)
 
 # Hand-made: 10 examples with non-contiguous global ids, repeated scores and exact ties in
 # |score - 0.5| (all values are binary fractions, so every distance is exact).

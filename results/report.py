@@ -17,7 +17,7 @@ upstream-spec §7.4):
 3. **Pairing.** Every non-retrain run is scored against the retrain run of the same dataset,
    architecture, forget set (its sha256; the forget-set name when a sha is missing) and seed.
 4. **Aggregation.** Per (method tag, forget set): mean over seeds and the half-width of the 95%
-   Student-t interval (:func:`utils.metrics.mean_ci`). Forget sets whose name carries a seed
+   Student-t interval (:func:`evaluation.metrics.mean_ci`). Forget sets whose name carries a seed
    (random, class, shuffled) are pooled over seeds into one column, named without the seed.
 5. **Output.** Markdown (printed, and ``<stem>.md``), CSV (one line per method and forget set,
    fractions) and JSON (everything, per seed) under ``--out`` (default ``<ckpts>/analysis``), plus
@@ -40,7 +40,7 @@ import numpy as np
 
 from utils.errors import UserError
 from utils.io import atomic_write_bytes, atomic_write_json
-from utils.metrics import mean_ci, tow, tow_mia
+from evaluation.metrics import mean_ci, tow, tow_mia
 
 __all__ = [
     "METRICS", "Run", "Filters", "Report", "discover", "explicit_flags", "select", "check_single",
@@ -805,7 +805,7 @@ def embeddings(model, data, split: str, ids: np.ndarray, *, device, batch_size: 
 def _forget_set_for_es(args: argparse.Namespace, data, model_file: Path, device) -> tuple[Any, str, str]:
     """(ForgetSet, its name, its file) from the shared builder: ``--forget_set FILE`` as is, else
     the forget set the flags select (built and saved under ``<ckpts>/forget_sets`` if absent)."""
-    from utils.forget_builder import build_forget_set
+    from forget_sets.builder import build_forget_set
 
     fs, path = build_forget_set(args, data, device=device, model_file=model_file)
     return fs, str(fs.manifest.get("name") or Path(path).stem), str(path)
@@ -819,8 +819,8 @@ def run_entanglement(args: argparse.Namespace) -> int:
     from models import build_model
     from trainer.device import prepare_model, resolve_device
     from utils.data import load_data
-    from utils.entanglement import entanglement_score, entanglement_score_normalized
-    from utils.forget_sets import sha256_file
+    from evaluation.entanglement import entanglement_score, entanglement_score_normalized
+    from forget_sets.file import sha256_file
     from utils.pretrained import load_into, resolve_model_file
 
     device = resolve_device(args.device)

@@ -1,4 +1,4 @@
-"""utils/sweep.py: grid expansion, command rendering and quoting, SLURM scripts, the local executor."""
+"""launch/sweep.py: grid expansion, command rendering and quoting, SLURM scripts, the local executor."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from utils.errors import UserError
-from utils.sweep import (Command, Job, SlurmOptions, Stage, check_commands, expand, load_spec,
+from launch.sweep import (Command, Job, SlurmOptions, Stage, check_commands, expand, load_spec,
                          output_paths, render_args, render_array_script, render_job_script, render_submit, run_local,
                          stage_commands, stages_from_obj, summarize)
 

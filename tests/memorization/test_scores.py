@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from utils.errors import UserError
-from utils.scores import PUBLISHED, computed_score_name, find_score_file, load_proxy, load_scores, score_key
+from memorization.scores import PUBLISHED, computed_score_name, find_score_file, load_proxy, load_scores, score_key
 
 
 def _one_line(e):

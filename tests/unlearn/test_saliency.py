@@ -1,4 +1,4 @@
-"""Saliency masks (utils/saliency.py): forget gradients, global ranking, mask files."""
+"""Saliency masks (unlearn/saliency.py): forget gradients, global ranking, mask files."""
 import numpy as np
 import pytest
 import torch
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from models import build_model
 from utils.data import ImageData
 from utils.errors import UserError
-from utils.saliency import (DEFAULT_RATIOS, forget_gradients, load_mask, mask_file_name, mask_fraction,
+from unlearn.saliency import (DEFAULT_RATIOS, forget_gradients, load_mask, mask_file_name, mask_fraction,
                             read_mask_file, saliency_masks, save_mask)
 
 # Hand-built |G|: 7 entries. Flat positions (dict order, row-major):
@@ -226,7 +226,7 @@ def test_mask_path_may_be_a_directory_with_one_mask(tmp_path):
 
 
 def test_provenance_mismatches():
-    from utils.saliency import provenance_mismatches
+    from unlearn.saliency import provenance_mismatches
 
     man = {"model_sha256": "a", "model_file": "m.pt", "forget_ids_sha256": "f", "forget_set_name": "fs"}
     assert provenance_mismatches(man, model_sha256="a", forget_ids_sha256="f") == []

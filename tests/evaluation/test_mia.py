@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from utils.mia import FEATURES, forget_mia_efficacy, mia_features, svc_mia
+from evaluation.mia import FEATURES, forget_mia_efficacy, mia_features, svc_mia
 
 
 def test_features_hand_3class():

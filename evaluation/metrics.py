@@ -96,7 +96,7 @@ def tow_mia(unlearned: Mapping[str, float], retrain: Mapping[str, float]) -> flo
     ``ToW-MIA = (1 - |MIA_u - MIA_r|) * (1 - |RA_u - RA_r|) * (1 - |TA_u - TA_r|)``
 
     where MIA is the confidence-feature SVC "MIA-efficacy" (fraction of the forget set predicted
-    non-member, see :func:`utils.mia.svc_mia`), a fraction in [0, 1] (RUM
+    non-member, see :func:`evaluation.mia.svc_mia`), a fraction in [0, 1] (RUM
     ``surgical_plugins/analysis_mia.py``; rum-spec §5, upstream-spec §7.4, DESIGN.md §8).
 
     Args:

@@ -3,12 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from utils.entanglement import (
-    centroid_distance_groups,
-    entanglement_score,
-    entanglement_score_normalized,
-    es_forget_ids,
-)
+from forget_sets.select import centroid_distance_groups, es_forget_ids
+from evaluation.entanglement import entanglement_score, entanglement_score_normalized
 from utils.errors import UserError
 
 

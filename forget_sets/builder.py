@@ -1,26 +1,26 @@
 """From the command line to a forget-set file: which kind, built once, reused afterwards.
 
-``ckpts/forget_sets/<name>.npz`` (DESIGN.md §6; format in :mod:`utils.forget_sets`). The kind is
+``ckpts/forget_sets/<name>.npz`` (DESIGN.md §6; format in :mod:`forget_sets.select`). The kind is
 chosen from the flags, first match wins:
 
 1. ``--forget_set FILE``: the file, used as is (name = its stem).
-2. ``--mem_proxy NAME --mem LEVEL``: proxy groups (:func:`utils.forget_sets.proxy_groups`). The
+2. ``--mem_proxy NAME --mem LEVEL``: proxy groups (:func:`forget_sets.select.proxy_groups`). The
    proxy file is ``--proxy_file``, else: for the learning-event proxies (confidence, max_conf,
    entropy, bi_acc) the ``proxies.npz`` that ``main_train.py`` wrote next to the pretrained model;
    for ``ho_ret`` / ``curvature`` ``<ckpts>/memorization/<dataset>_<arch>_proxies.npz``.
-3. ``--mem LEVEL``: memorization groups from the score file (:func:`utils.scores.find_score_file`,
+3. ``--mem LEVEL``: memorization groups from the score file (:func:`memorization.scores.find_score_file`,
    searched in the working directory, the repository root and ``<ckpts>/memorization``).
    ``--mem`` wins over ``--group_index`` when both are given (the original README passes both as
    placeholders; the original code also took the memorization branch then); a note says so.
 4. ``--group_index G``: entanglement (ES) groups: the original model's embeddings of the training
-   split, 15 groups by distance to the centroid (:func:`utils.entanglement.centroid_distance_groups`),
+   split, 15 groups by distance to the centroid (:func:`evaluation.entanglement.centroid_distance_groups`),
    ``G`` in 0..14 or -1 (mix). Without ``--num_indexes_to_replace`` the whole group.
 5. ``--class_to_replace C[,C...]`` (not -1): class-wise; with ``--num_indexes_to_replace N`` a
    random N of those classes, else all of them.
 6. ``--num_indexes_to_replace N``: N random training examples (``RandomState(seed - 1)``).
 
 ``--shuffle`` (mem and proxy kinds only) pools the three groups and redraws them with
-``RandomState(--seed)`` (:func:`utils.forget_sets.shuffle_groups`).
+``RandomState(--seed)`` (:func:`forget_sets.select.shuffle_groups`).
 
 Evaluation subsets. Whenever memorization scores are found (any kind), the file also holds
 ``extra_high_mem`` / ``extra_mid_mem`` / ``extra_low_mem``: the original's evaluation sets
@@ -34,7 +34,7 @@ from; for proxies the sha256 of the proxy's values on the training ids, float64 
 that a proxy file rewritten with other proxies added does not count as a change). A file whose manifest differs is refused (runs that used it reference its sha256);
 ``--overwrite`` rebuilds it. Where the file lives never matters, only what is in it.
 
-Names follow :func:`utils.forget_sets.forget_set_name`; ES forget sets depend on the model, so
+Names follow :func:`forget_sets.select.forget_set_name`; ES forget sets depend on the model, so
 their name carries ``_<arch>-<first 8 hex of the model file's sha256>``. The name is also stored in
 the manifest (``name``).
 """
@@ -51,14 +51,13 @@ import torch
 
 from utils.data import ImageData
 from utils.errors import UserError
-from utils.forget_sets import (PROXY_SIGN, ForgetSet, eval_subsets, forget_set_name, load_forget_set,
-                               make_forget_set, memorization_groups, proxy_groups, random_forget,
-                               save_forget_set, select_level, sha256_file, shuffle_groups)
+from memorization.proxies import LEARNING_EVENT_PROXIES, PROXY_SIGN
+from forget_sets.file import (ForgetSet, forget_set_name, load_forget_set, make_forget_set, save_forget_set, sha256_file)
+from forget_sets.select import (eval_subsets, memorization_groups, proxy_groups, random_forget, select_level, shuffle_groups)
 
 REPO = Path(__file__).resolve().parent.parent
 ES_GROUPS = 15
 EVAL_SUBSET = 1000
-LEARNING_EVENT_PROXIES = ("confidence", "max_conf", "entropy", "bi_acc")
 # The manifest keys that decide which examples are selected (compared on reuse).
 IDENTITY_KEYS = ("dataset", "split_seed", "num_train", "kind", "n", "level", "proxy", "group", "classes",
                  "seed", "shuffle", "score_sha256", "proxy_sha256", "model_sha256", "n_groups")
@@ -82,7 +81,7 @@ def score_search_dirs(args: argparse.Namespace) -> list[Path]:
 
 
 def _find_scores(args: argparse.Namespace, *, required: bool) -> Path | None:
-    from utils.scores import find_score_file
+    from memorization.scores import find_score_file
 
     try:
         return find_score_file(args.dataset, mem_file=args.mem_file, search_dirs=score_search_dirs(args))
@@ -93,14 +92,14 @@ def _find_scores(args: argparse.Namespace, *, required: bool) -> Path | None:
 
 
 def _load_scores(path: Path, data: ImageData) -> np.ndarray:
-    from utils.scores import load_scores, score_key
+    from memorization.scores import load_scores, score_key
 
     return load_scores(path, score_key(data.name, path), expected_len=len(data.x))
 
 
 def memorization_scores(args: argparse.Namespace, data: ImageData) -> tuple[Path, np.ndarray]:
     """``(score file, scores indexed by global id)``: the file ``--mem`` forget sets are built from
-    (``--mem_file``, else :func:`utils.scores.find_score_file` over :func:`score_search_dirs`),
+    (``--mem_file``, else :func:`memorization.scores.find_score_file` over :func:`score_search_dirs`),
     loaded and validated. A missing or unusable file is a :class:`UserError`."""
     sf = _find_scores(args, required=True)
     return sf, _load_scores(sf, data)
@@ -160,7 +159,7 @@ def plan_forget_set(args: argparse.Namespace, data: ImageData, *, model_file: Pa
             raise UserError(f"--mem_proxy {proxy} needs --mem LEVEL (low, mid, high or mix)")
         n = _n(args, "--mem_proxy")
         pf = proxy_file_for(args, proxy, model_file)
-        from utils.scores import load_proxy
+        from memorization.scores import load_proxy
 
         values = load_proxy(pf, proxy, data.train_ids)
         m = {**base, "kind": "proxy", "proxy": proxy, "level": mem, "n": n, "shuffle": shuffle,
@@ -283,7 +282,7 @@ def build(plan: ForgetPlan, args: argparse.Namespace, data: ImageData, *,
         extras, _ = _eval_extras(args, data, n, scores)
         m.update(score_file=str(sf), eval_score_file=str(sf), eval_score_sha256=m["score_sha256"])
     elif plan.kind == "proxy":
-        from utils.scores import load_proxy
+        from memorization.scores import load_proxy
 
         pf = Path(plan.source["proxy_file"])
         values = load_proxy(pf, m["proxy"], train_ids)
@@ -294,7 +293,7 @@ def build(plan: ForgetPlan, args: argparse.Namespace, data: ImageData, *,
         extras, info = _eval_extras(args, data, n)
         m.update(proxy_file=str(pf), **info)
     elif plan.kind == "es":
-        from utils.entanglement import centroid_distance_groups, es_forget_ids
+        from forget_sets.select import centroid_distance_groups, es_forget_ids
 
         mf = Path(plan.source["model_file"])
         model = load_model_file(mf, args, data, torch.device(device))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-PROXY_NAMES = ("confidence", "max_conf", "entropy", "bi_acc")
+from memorization.proxies import LEARNING_EVENT_PROXIES
+
+PROXY_NAMES = LEARNING_EVENT_PROXIES  # the order of the columns of LearningEvents.sums
 
 
 def event_stats(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Forget sets from the command line (utils/forget_builder.py) on digits with synthetic score files."""
+"""Forget sets from the command line (forget_sets/builder.py) on digits with synthetic score files."""
 import os
 
 import numpy as np
@@ -7,13 +7,13 @@ import torch
 
 from arg_parser import parse_args
 from models import build_model
-from utils.artifacts import save_model
+from utils.rundir import save_model
 from utils.data import load_data
-from utils.entanglement import centroid_distance_groups, es_forget_ids
+from forget_sets.select import centroid_distance_groups, es_forget_ids
 from utils.errors import UserError
-from utils.forget_builder import build_forget_set, embed_ids, plan_forget_set
-from utils.forget_sets import (load_forget_set, make_forget_set, memorization_groups, proxy_groups,
-                               random_forget, save_forget_set, select_level, sha256_file, shuffle_groups)
+from forget_sets.builder import build_forget_set, embed_ids, plan_forget_set
+from forget_sets.file import load_forget_set, make_forget_set, save_forget_set, sha256_file
+from forget_sets.select import memorization_groups, proxy_groups, random_forget, select_level, shuffle_groups
 
 
 @pytest.fixture(scope="module")

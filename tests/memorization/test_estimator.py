@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from utils.errors import UserError
-from utils.memorization import (estimate, group_means, load_progress, merge_progress, model_seeds, new_progress,
+from memorization.estimator import (estimate, group_means, load_progress, merge_progress, model_seeds, new_progress,
                                 save_progress, shard_models, spearman, subset_ids, subset_masks, subset_size,
                                 write_scores)
-from utils.scores import load_scores
+from memorization.scores import load_scores
 
 N = 40
 TRAIN = np.setdiff1d(np.arange(N), [3, 17, 29])  # 3 "validation" ids

@@ -2,11 +2,11 @@
 
 * Accuracy (fractions) on retain, forget, val, test, and on the memorization subsets
   ``high_mem`` / ``mid_mem`` / ``low_mem`` when the forget set holds them (upstream-spec §5.3-7).
-* MIA-efficacy (:func:`utils.mia.forget_mia_efficacy`): all five SVC attacks; shadow members = the
+* MIA-efficacy (:func:`evaluation.mia.forget_mia_efficacy`): all five SVC attacks; shadow members = the
   first |test| retain examples in ascending global-id order, shadow non-members = the test set,
   target = the forget set; the value is the fraction of the forget set predicted non-member.
   ToW-MIA uses ``mia["confidence"]``.
-* ``collapsed``: retain accuracy at or below chance + 5% (:func:`utils.metrics.collapsed`).
+* ``collapsed``: retain accuracy at or below chance + 5% (:func:`evaluation.metrics.collapsed`).
 * Per-example logits, labels and global ids of retain, forget, val and test for ``outputs.npz``.
 
 Eval mode, no augmentation (DESIGN.md §7.5). Class-wise forgetting of whole classes (forget kind
@@ -25,9 +25,9 @@ from torch import nn
 
 from trainer.evaluate import predict
 from utils.data import ImageData
-from utils.forget_sets import ForgetSet
-from utils.metrics import accuracy, collapsed
-from utils.mia import FEATURES, forget_mia_efficacy
+from forget_sets.file import ForgetSet
+from evaluation.metrics import accuracy, collapsed
+from evaluation.mia import FEATURES, forget_mia_efficacy
 
 SUBSETS = ("high_mem", "mid_mem", "low_mem")
 
@@ -35,7 +35,7 @@ SUBSETS = ("high_mem", "mid_mem", "low_mem")
 @dataclass
 class Evaluation:
     """``metrics``: JSON-ready ``accuracy``, ``mia``, ``collapsed`` (+ ``test_classes_removed``);
-    ``outputs``: ``name -> (global ids, logits, labels)`` for :func:`utils.artifacts.write_outputs`."""
+    ``outputs``: ``name -> (global ids, logits, labels)`` for :func:`utils.rundir.write_outputs`."""
 
     metrics: dict[str, Any]
     outputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)

@@ -15,7 +15,7 @@ included). Validation ids are never in a subset.
 The score file, ``<ckpts>/memorization/<dataset>_memorization.npz``:
 
 * ``memorization`` float64 [N]: the estimate where ``valid``, else 0.0, so the file reads with
-  :func:`utils.scores.load_scores` (finite everywhere) and is indexed like the published files;
+  :func:`memorization.scores.load_scores` (finite everywhere) and is indexed like the published files;
 * ``valid`` bool [N]: the ids that carry an estimate: training ids that were in at least one
   subset and out of at least one. Validation ids are never valid (every model excluded them, so
   the "in" mean is undefined); a training id without an estimate is reported when it happens
@@ -126,7 +126,7 @@ def estimate(masks: np.ndarray, correct: np.ndarray, train_ids: np.ndarray | Non
 # --------------------------------------------------------------------------------------------
 
 def score_path(out_dir: str | os.PathLike, dataset: str) -> Path:
-    from utils.scores import computed_score_name
+    from memorization.scores import computed_score_name
 
     return Path(out_dir) / computed_score_name(dataset)
 
@@ -275,9 +275,9 @@ def write_scores(path: str | os.PathLike, p: Progress) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 def group_means(train_ids: np.ndarray, scores: np.ndarray, n: int) -> dict[str, float]:
-    """Mean score of the high/mid/low memorization groups of size n (utils.forget_sets rules).
+    """Mean score of the high/mid/low memorization groups of size n (forget_sets.select rules).
     ``scores[k]`` is the score of ``train_ids[k]``."""
-    from utils.forget_sets import memorization_groups
+    from forget_sets.select import memorization_groups
 
     groups = memorization_groups(train_ids, scores, n)
     pos = {int(g): k for k, g in enumerate(np.asarray(train_ids, dtype=np.int64))}

@@ -1,0 +1,96 @@
+"""The ``ckpts/`` artifact tree (DESIGN.md §6): every path under it is built here, from plain values.
+
+    <ckpts>/original/<pretrained run>/            main_train.py (or --save_dir/<run>)
+    <ckpts>/memorization/<dataset>_memorization.npz   main_memorization.py (+ shards, proxies)
+    <ckpts>/forget_sets/<forget set>.npz
+    <ckpts>/unlearn/<forget set>/<model>/<method tag>/seed<seed>/
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from utils.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_FILE = "model.pt"
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every run of characters outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "x"
+
+
+def pretrain_name(dataset: str, arch: str, *, optimizer_tag: str, epochs: int, lr: float, batch_size: int,
+                  seed: int, imagenet_arch: bool = False) -> str:
+    """e.g. ``cifar10_resnet18_sgd_ep50_lr0.1_bs256_seed2`` or
+    ``cifar10_resnet18_sam-min_rho1_lamb1_adaptive_ep50_lr0.1_bs256_seed2`` (``optimizer_tag`` is
+    ``sgd`` or :meth:`trainer.optim.SamConfig.tag`)."""
+    stem = "_imagenetstem" if imagenet_arch else ""
+    return f"{dataset}_{arch}{stem}_{optimizer_tag}_ep{epochs}_lr{lr:g}_bs{batch_size}_seed{seed}"
+
+
+def pretrained_root(ckpts: str | Path, save_dir: str | Path | None = None) -> Path:
+    """``--save_dir`` when given (main_train.py), else ``<ckpts>/original``."""
+    return Path(save_dir) if save_dir else Path(ckpts) / "original"
+
+
+def model_name_of(model_file: str | Path) -> str:
+    """A run directory's name, or a checkpoint file's stem (``x.pth.tar`` -> ``x``)."""
+    p = Path(model_file)
+    if p.name == MODEL_FILE:
+        return safe_name(p.parent.name)
+    name = p.name
+    for suffix in (".pth.tar", ".pt", ".pth", ".tar", ".ckpt"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return safe_name(name)
+
+
+def resolve_model_file(mask: str | None, default_dir: Path, create_hint: str) -> Path:
+    """``--mask`` as a run directory, its ``model.pt`` or a checkpoint file; without it
+    ``default_dir/model.pt``. A missing file is a :class:`UserError` naming the path looked for and
+    (``create_hint``) the command that creates it."""
+    if mask is None:
+        if (default_dir / MODEL_FILE).is_file():
+            return default_dir / MODEL_FILE
+        raise UserError(f"no pretrained model at {default_dir / MODEL_FILE} (from --dataset/--arch/--epochs/--lr/"
+                        f"--batch_size/--seed); create it with: {create_hint}, or pass --mask PATH")
+    p = Path(mask)
+    if p.is_dir():
+        p = p / MODEL_FILE
+    if not p.is_file():
+        raise UserError(f"--mask {mask}: no such model file ({p})")
+    return p
+
+
+def forget_sets_dir(ckpts: str | Path) -> Path:
+    return Path(ckpts) / "forget_sets"
+
+
+def forget_set_path(ckpts: str | Path, name: str) -> Path:
+    return forget_sets_dir(ckpts) / f"{name}.npz"
+
+
+def unlearn_run_dir(ckpts: str | Path, forget_set: str, model_name: str, method_tag: str, seed: int) -> Path:
+    return Path(ckpts) / "unlearn" / forget_set / model_name / method_tag / f"seed{seed}"
+
+
+def memorization_dir(ckpts: str | Path) -> Path:
+    return Path(ckpts) / "memorization"
+
+
+def computed_proxy_path(ckpts: str | Path, dataset: str, arch: str) -> Path:
+    """Where main_memorization.py writes the ho_ret / curvature proxies."""
+    return memorization_dir(ckpts) / f"{dataset}_{arch}_proxies.npz"
+
+
+def learning_event_proxy_path(model_file: str | Path) -> Path:
+    """The learning-event proxies main_train.py writes beside the model it trains."""
+    return Path(model_file).parent / "proxies.npz"
+
+
+def score_search_dirs(ckpts: str | Path) -> list[Path]:
+    """Where a published or computed memorization score file is looked for, in order."""
+    return [Path.cwd(), REPO, memorization_dir(ckpts)]
