@@ -9,16 +9,16 @@
 ToW = (1-|FA_u-FA_r|)(1-|RA_u-RA_r|)(1-|TA_u-TA_r|) of each run against the retrain run of the same
 forget set and seed; mean and 95% Student-t interval over seeds per method tag and forget set.
 Writes tow.md, tow.csv, tow.json (and tow.png with matplotlib) under --out (default ckpts/analysis).
---dataset/--arch filter only when given; --no_aug is accepted and has no effect. See results/report.py.
+--dataset/--arch filter only when given; --no_aug is accepted and has no effect. See stages/analysis.py.
 """
 from __future__ import annotations
 
+from stages.analysis import main as analysis_main
 from utils.cli import run_main
-from results.report import run_analysis
 
 
-def main() -> int:
-    return run_analysis("tow", prog="analysis.py")
+def main(argv: list[str] | None = None) -> int:
+    return analysis_main("tow", "analysis.py", argv)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,16 @@
 ToW-MIA = (1-|MIA_u-MIA_r|)(1-|RA_u-RA_r|)(1-|TA_u-TA_r|), MIA = the confidence attack's
 MIA-efficacy, against the retrain run of the same forget set and seed; mean and 95% Student-t
 interval over seeds. Writes tow_mia.md, tow_mia.csv, tow_mia.json (and tow_mia.png) under --out.
-Same flags as analysis.py; see results/report.py.
+Same flags as analysis.py; see stages/analysis.py.
 """
 from __future__ import annotations
 
+from stages.analysis import main as analysis_main
 from utils.cli import run_main
-from results.report import run_analysis
 
 
-def main() -> int:
-    return run_analysis("tow_mia", prog="analysis_mia.py")
+def main(argv: list[str] | None = None) -> int:
+    return analysis_main("tow_mia", "analysis_mia.py", argv)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,15 @@ import argparse
 import sys
 from typing import Sequence
 
+from forget_sets.select import LEVELS, parse_mem
+from memorization.proxies import PROXIES
+from models import ARCHS
+from unlearn import canonical_method, method_names
+from utils.data import DATASETS, canonical_dataset
 from utils.errors import UserError
 
-UNLEARN_METHODS = ("retrain", "FT", "FT_l1", "FT_prune", "GA", "NG", "SCRUB", "wfisher", "RL", "RL_og",
-                   "raw", "original", "RUM")  # RUM: main_rum.py / main_rum_proxy.py and analysis.py only
+# Every --unlearn name (RUM: main_rum.py / main_rum_proxy.py and analysis.py only), from the registry.
+UNLEARN_METHODS = method_names(with_rum=True)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -46,15 +51,28 @@ def _str_list(text: str) -> list[str]:
 
 
 def build_parser(prog: str | None = None) -> OneLineParser:
+    """The one parser: every flag of every script, in groups (names and choices from the registries)."""
     p = OneLineParser(prog=prog, description="Sharpness-aware machine unlearning toolkit")
+    _add_data(p)
+    _add_training(p)
+    _add_sam(p)
+    _add_forget_set(p)
+    _add_unlearning(p)
+    _add_masks(p)
+    _add_memorization(p)
+    _add_rum(p)
+    _add_analysis(p)
+    return p
 
+
+def _add_data(p: OneLineParser) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default="datasets", help="data root (torchvision layout)")
     g.add_argument("--dataset", default="cifar10",
-                   help="digits | cifar10 | cifar100 | svhn | tinyimagenet (case-insensitive)")
+                   help=f"{' | '.join(DATASETS)} (case-insensitive)")
     g.add_argument("--download", action="store_true", help="(new) download the dataset with torchvision if missing")
     g.add_argument("--split_seed", type=int, default=1, help="(new) seed of the per-class 10%% validation split")
-    g.add_argument("--arch", default="resnet18", help="model architecture (case-insensitive)")
+    g.add_argument("--arch", default="resnet18", help=f"model architecture: {' | '.join(ARCHS)} (case-insensitive)")
     g.add_argument("--imagenet_arch", action="store_true", help="ResNet with the ImageNet stem")
     g.add_argument("--seed", type=int, default=2, help="global seed")
     g.add_argument("--train_seed", type=int, default=None, help="seed of the model initialization (default: --seed)")
@@ -64,6 +82,8 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     g.add_argument("--ckpts", default="ckpts", help="(new) artifact root: original/, forget_sets/, unlearn/, ...")
     g.add_argument("--overwrite", action="store_true", help="(new) replace an existing result")
 
+
+def _add_training(p: OneLineParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--batch_size", type=int, default=256)
     g.add_argument("--lr", type=float, default=0.1, help="pretraining learning rate")
@@ -76,6 +96,8 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     g.add_argument("--checkpoint", default=None, help="run directory or checkpoint file to resume from")
     g.add_argument("--save_dir", default=None, help="output directory (main_train: ckpts/original)")
 
+
+def _add_sam(p: OneLineParser) -> None:
     g = p.add_argument_group("SAM")
     g.add_argument("--sam", choices=("min", "max"), default=None, help="sharpness-aware optimizer sign")
     g.add_argument("--rho", type=float, default=0.1, help="SAM radius")
@@ -84,19 +106,23 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     g.add_argument("--separate", nargs=2, metavar=("RETAIN", "FORGET"), choices=("min", "max"), default=None,
                    help="Sharp MinMax: SAM signs of the retain and forget steps (needs --path)")
 
+
+def _add_forget_set(p: OneLineParser) -> None:
     g = p.add_argument_group("forget set")
     g.add_argument("--num_indexes_to_replace", type=int, default=None, help="forget-set size N")
     g.add_argument("--class_to_replace", type=_int_list, default=[-1], help="classes to forget (-1 = all)")
-    g.add_argument("--mem", default=None, help="memorization group: low|mid|high|mix or 0|2|4")
-    g.add_argument("--mem_proxy", default=None, help="memorization proxy: confidence|max_conf|entropy|bi_acc|ho_ret|curvature")
+    g.add_argument("--mem", default=None, help=f"memorization group: {'|'.join(LEVELS)} or 0|2|4")
+    g.add_argument("--mem_proxy", default=None, help=f"memorization proxy: {'|'.join(PROXIES)}")
     g.add_argument("--mem_file", default=None, help="(new) memorization score file (.npz)")
     g.add_argument("--proxy_file", default=None, help="(new) proxy file (.npz; default: the pretrained run's proxies.npz)")
     g.add_argument("--group_index", type=int, default=None, help="ES group index (-1 = mix)")
     g.add_argument("--shuffle", action="store_true", help="shuffle the memorization groups (RUM baseline)")
     g.add_argument("--forget_set", default=None, help="(new) a forget-set file to use as is")
 
+
+def _add_unlearning(p: OneLineParser) -> None:
     g = p.add_argument_group("unlearning")
-    g.add_argument("--unlearn", default=None, help="unlearning method")
+    g.add_argument("--unlearn", default=None, help=f"unlearning method: {', '.join(UNLEARN_METHODS)}")
     g.add_argument("--mask", default=None, help="model to start from: run directory, model.pt or original checkpoint")
     g.add_argument("--path", default=None, help="saliency-mask file")
     g.add_argument("--unlearn_lr", type=float, default=0.01)
@@ -113,12 +139,16 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     g.add_argument("--no_save", action="store_true", help="do not write the unlearned model")
     g.add_argument("--es", action="store_true", help="entanglement score of the forget set")
 
+
+def _add_masks(p: OneLineParser) -> None:
     g = p.add_argument_group("saliency masks (generate_mask.py)")
     g.add_argument("--save", default=None, help="(new) mask output directory (alias of --save_dir)")
     g.add_argument("--mask_ratio", type=_float_list, default=None, help="(new) ratios, default 0.1,...,1.0")
     g.add_argument("--mask_order", choices=("largest", "smallest"), default="largest",
                    help="(new) keep the largest saliency (SalUn) or the smallest (sharp-unlearn release)")
 
+
+def _add_memorization(p: OneLineParser) -> None:
     g = p.add_argument_group("memorization (main_memorization.py)")
     g.add_argument("--num_models", type=int, default=128, help="(new) models of the subsampled estimator")
     g.add_argument("--subset_ratio", type=float, default=0.7, help="(new) fraction of the training split per model")
@@ -130,6 +160,8 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     g.add_argument("--ft_epochs", type=int, default=30, help="holdout-retraining epochs")
     g.add_argument("--h", type=float, default=0.01, help="loss-curvature step")
 
+
+def _add_rum(p: OneLineParser) -> None:
     g = p.add_argument_group("RUM (main_rum.py, main_rum_proxy.py)")
     g.add_argument("--rum_methods", type=_str_list, default=None, help="(new) one method per group, e.g. none,FT,RL")
     g.add_argument("--rum_lr", type=_float_list, default=None, help="(new) learning rate per group")
@@ -137,11 +169,12 @@ def build_parser(prog: str | None = None) -> OneLineParser:
     g.add_argument("--rum_alpha", type=_float_list, default=None, help="(new) alpha per group")
     g.add_argument("--rum_groups", type=int, default=3, help="(new) number of groups K")
 
+
+def _add_analysis(p: OneLineParser) -> None:
     g = p.add_argument_group("analysis (analysis.py, analysis_mia.py)")
     g.add_argument("--runs", default=None, help="(new) directory of unlearning runs (default ckpts/unlearn)")
     g.add_argument("--out", default=None, help="(new) output directory of the tables")
     g.add_argument("--es_normalized", action="store_true", help="(new) the sharp-unlearn normalized ES")
-    return p
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None, *, description: str | None = None,
@@ -172,9 +205,6 @@ def given_flags(argv: Sequence[str] | None, names: Sequence[str], prog: str | No
 
 def validate_common(args: argparse.Namespace) -> None:
     """Checks that do not need any file: canonical names and ranges."""
-    from models import ARCHS
-    from utils.data import canonical_dataset
-
     args.dataset = canonical_dataset(args.dataset)
     arch = str(args.arch).lower()
     if arch not in ARCHS:
@@ -198,14 +228,11 @@ def validate_common(args: argparse.Namespace) -> None:
     if args.shard is not None and not 0 <= args.shard < args.num_shards:
         raise UserError(f"--shard {args.shard}: must be in [0, --num_shards {args.num_shards})")
     if args.unlearn is not None:
-        by_lower = {m.lower(): m for m in UNLEARN_METHODS}
-        m = by_lower.get(str(args.unlearn).lower())
+        m = canonical_method(args.unlearn)
         if m is None:
             raise UserError(f"--unlearn {args.unlearn!r}: unknown method; accepted: {', '.join(UNLEARN_METHODS)}")
         args.unlearn = m
     if args.mem is not None:
-        from forget_sets.select import parse_mem
-
         args.mem = parse_mem(args.mem)
     if args.save is not None and args.save_dir is None:
         args.save_dir = args.save

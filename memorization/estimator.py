@@ -1,4 +1,4 @@
-"""The subsampled memorization estimator (Feldman & Zhang 2020; rum-spec §2), as pure functions.
+"""The subsampled memorization estimator (Feldman & Zhang 2020), as pure functions.
 
 K models are trained, model k on a random subset of ``int(ratio * len(train_ids))`` examples of
 the training split. For a training example i,
@@ -7,7 +7,7 @@ the training split. For a training example i,
 
 the accuracy on i of the models that trained on it minus that of the models that did not.
 
-Ids and arrays. Every [K, N] array is indexed by *global id* (DESIGN.md §3) over the whole
+Ids and arrays. Every [K, N] array is indexed by *global id*, an example's index in the whole
 original training split (N = ``len(data.x)``): ``subset_masks[k, i]`` says whether model k trained
 on i, ``correct[k, i]`` whether it classifies i correctly (evaluated on every id, validation ids
 included). Validation ids are never in a subset.
@@ -43,6 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from memorization.scores import computed_score_name
 from utils.errors import UserError
 from utils.io import atomic_save_npz
 
@@ -126,8 +127,6 @@ def estimate(masks: np.ndarray, correct: np.ndarray, train_ids: np.ndarray | Non
 # --------------------------------------------------------------------------------------------
 
 def score_path(out_dir: str | os.PathLike, dataset: str) -> Path:
-    from memorization.scores import computed_score_name
-
     return Path(out_dir) / computed_score_name(dataset)
 
 
@@ -268,30 +267,3 @@ def write_scores(path: str | os.PathLike, p: Progress) -> dict[str, np.ndarray]:
     arrays = score_arrays(p)
     atomic_save_npz(path, **arrays)
     return arrays
-
-
-# --------------------------------------------------------------------------------------------
-# Summaries
-# --------------------------------------------------------------------------------------------
-
-def group_means(train_ids: np.ndarray, scores: np.ndarray, n: int) -> dict[str, float]:
-    """Mean score of the high/mid/low memorization groups of size n (forget_sets.select rules).
-    ``scores[k]`` is the score of ``train_ids[k]``."""
-    from forget_sets.select import memorization_groups
-
-    groups = memorization_groups(train_ids, scores, n)
-    pos = {int(g): k for k, g in enumerate(np.asarray(train_ids, dtype=np.int64))}
-    s = np.asarray(scores, dtype=np.float64)
-    return {name: float(s[[pos[int(i)] for i in ids]].mean()) for name, ids in groups.items()}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
-    """Spearman's rho of ``a`` and ``b`` over the positions where both are finite, and that count."""
-    from scipy.stats import spearmanr
-
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    keep = np.isfinite(a) & np.isfinite(b)
-    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
-        return float("nan"), int(keep.sum())
-    return float(spearmanr(a[keep], b[keep])[0]), int(keep.sum())

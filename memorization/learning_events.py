@@ -1,6 +1,6 @@
 """Learning-event memorization proxies, recorded during training at negligible cost.
 
-Jiang et al. 2021 (C-score proxies); rum-spec §3. For every training example (global id), running
+Jiang et al. 2021 (C-score proxies). For every training example (global id), running
 means over all training steps of the training-mode forward pass (before the update) of
     confidence = p_y,  max_conf = max_j p_j,  entropy = sum_j p_j log p_j (the NEGATIVE entropy),
     bi_acc = 1[argmax p = y].

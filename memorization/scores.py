@@ -1,4 +1,4 @@
-"""Memorization score files and memorization-proxy files (DESIGN.md §6, upstream-spec §5.3).
+"""Memorization score files and memorization-proxy files.
 
 A score file is an ``.npz`` holding one float per example of the dataset's original training split,
 indexed by global id: the published ones (Feldman & Zhang's ``cifar100_infl_matrix.npz`` key

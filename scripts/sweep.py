@@ -9,7 +9,7 @@
         --epochs 20 --lr 0.1 --batch_size 64 --slurm mem.sbatch   # shards array + dependent merge
 
 A spec file holds one stage ({"script", "fixed", "grid", "per_method", "flags", "name"}) or a list
-of stages; the expansion order is documented in launch/sweep.py and docs/stage_sweep.md. Every
+of stages; the expansion order is documented in launch/spec.py and docs/stage_sweep.md. Every
 flag name and value is checked with the toolkit's parser before anything runs; a bad one exits 2
 with one line. Local runs write a log per command under --log_dir and exit 1 if any command failed.
 """
@@ -21,16 +21,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from arg_parser import OneLineParser, validate_common  # noqa: E402
+from launch.local import plural, run_local, summarize  # noqa: E402
+from launch.slurm import (ARRAY_TEMPLATE, MEMORIZATION_TEMPLATE, Job, SlurmOptions, output_paths,  # noqa: E402
+                          read_template, render_array_script, render_job_script, render_submit, submit_lines)
+from launch.spec import (Command, Stage, check_commands, check_stage, load_spec, raising_parser,  # noqa: E402
+                         stage_commands)
 from utils.cli import run_main  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from launch.sweep import (ARRAY_TEMPLATE, MEMORIZATION_TEMPLATE, REPO, Command, Job, SlurmOptions, Stage,  # noqa: E402
-                         check_commands, check_stage, load_spec, output_paths, raising_parser, read_template,
-                         plural, render_array_script, render_job_script, render_submit, run_local,
-                         stage_commands, submit_lines, summarize)
+from utils.paths import REPO  # noqa: E402
 
 MAX_ARRAY_HINT = 1000  # SLURM's default MaxArraySize is 1001: task ids 0..1000
 
@@ -105,7 +108,7 @@ def check_options(a: argparse.Namespace) -> None:
         raise UserError(f"--workdir {a.workdir}: no such directory")
 
 
-def cli_values(values: list[str]):
+def cli_values(values: list[str]) -> str | list[str]:
     return values[0] if len(values) == 1 else list(values)
 
 
@@ -164,7 +167,7 @@ def check_scripts(groups: list[list[Command]], workdir: Path) -> None:
             raise UserError(f"script {script}: not found in {workdir} (--workdir is where the commands run)")
 
 
-def print_commands(groups: list[list[Command]], python: str, out=None) -> None:
+def print_commands(groups: list[list[Command]], python: str, out: TextIO | None = None) -> None:
     out = out or sys.stdout
     total = sum(len(g) for g in groups)
     for g in groups:

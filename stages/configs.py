@@ -6,14 +6,19 @@ Every library function below ``stages/`` takes what these return (``SamConfig``,
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
+from forget_sets.kinds import ForgetSpec
 from trainer.device import device_from_args
 from trainer.fit import Recipe
 from trainer.optim import SamConfig
+from unlearn import METHODS, RUM, method_names
+from unlearn.base import UnlearnConfig
 from utils import paths
+from utils.errors import UserError
 
 
 def sam_config(args: argparse.Namespace) -> SamConfig | None:
@@ -58,3 +63,77 @@ def resolve_start_model(args: argparse.Namespace) -> Path:
     hint = (f"python main_train.py --dataset {args.dataset} --arch {args.arch} --epochs {args.epochs} "
             f"--lr {args.lr:g} --batch_size {args.batch_size} --seed {args.seed}")
     return paths.resolve_model_file(args.mask, default_pretrained(args), hint)
+
+
+def forget_spec(args: argparse.Namespace, *, start_model: Path | None = None, **override) -> ForgetSpec:
+    """The forget-set flags; ``start_model`` (else ``--mask`` / the default pretrained run, resolved
+    when a kind needs it) is the model ES groups and learning-event proxies come from."""
+    values = {f.name: getattr(args, f.name) for f in fields(ForgetSpec)
+              if f.name not in ("ckpts", "class_to_replace", "start_model")}
+    values.update(override)
+    resolve = (lambda: start_model) if start_model is not None else (lambda: resolve_start_model(args))
+    return ForgetSpec(ckpts=Path(args.ckpts), class_to_replace=tuple(args.class_to_replace or (-1,)),
+                      start_model=resolve, **values)
+
+
+def check_method(args: argparse.Namespace, allowed: tuple[str, ...] | None = None, *,
+                 mask_in_process: bool = False) -> None:
+    """Validate ``--unlearn`` and the flags that go with it against the method registry, and fill
+    the method's unset hyperparameter flags with its registered defaults (SCRUB).
+    ``mask_in_process``: the caller computes SalUn's saliency mask itself (RUM), so ``RL`` does not
+    need ``--path``."""
+    accepted = tuple(allowed or method_names())
+    if args.unlearn is None and args.es and allowed is None:
+        return  # --es runs no method (the original demanded some valid name; any is accepted here too)
+    if args.unlearn is None:
+        raise UserError(f"--unlearn is required; accepted: {', '.join(accepted)}")
+    if args.unlearn == RUM:
+        raise UserError("--unlearn RUM: the RUM meta-algorithm runs in its own scripts: python main_rum.py "
+                        "(groups by memorization) or python main_rum_proxy.py (groups by a memorization proxy), "
+                        "with the same forget-set flags")
+    if allowed is not None and args.unlearn not in allowed:
+        raise UserError(f"--unlearn {args.unlearn}: this script runs {', '.join(allowed)} only"
+                        + ("; use main_forget.py for the other methods" if "RL" in allowed else ""))
+    method = METHODS.get(args.unlearn)
+    if method is None:
+        raise UserError(f"--unlearn {args.unlearn!r}: unknown method; accepted: {', '.join(accepted)}")
+    if args.separate and args.unlearn != "NG":
+        raise UserError(f"--separate {' '.join(args.separate)}: Sharp MinMax applies to --unlearn NG only, "
+                        f"not {args.unlearn}")
+    if args.separate and not args.path:
+        raise UserError(f"--separate {' '.join(args.separate)} needs --path MASK_FILE (the saliency mask that "
+                        f"splits the weights into forget and retain parts; see generate_mask.py)")
+    if method.saliency == "required" and not args.path and not mask_in_process:
+        raise UserError(f"--unlearn {args.unlearn} ({method.label}) needs --path MASK_FILE, a saliency mask written "
+                        f"by generate_mask.py; --unlearn RL_og is random labelling without a mask")
+    if args.path and method.saliency == "never":
+        raise UserError(f"--path {args.path}: a saliency mask does not apply to --unlearn {args.unlearn}")
+    for k, v in method.defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, type(v)(v))
+    if args.unlearn == "SCRUB" and (args.msteps < 0 or args.kd_T <= 0):
+        raise UserError(f"--msteps {args.msteps} / --kd_T {args.kd_T}: need msteps >= 0 and kd_T > 0")
+    if args.unlearn == "NG" and not 0.0 <= args.alpha <= 1.0:
+        raise UserError(f"--alpha {args.alpha}: NG's retain weight must be in [0, 1]")
+
+
+def unlearn_config(args: argparse.Namespace, mask: dict | None = None) -> UnlearnConfig:
+    """The unlearning flags; for retrain the pretraining recipe with ``--unlearn_epochs`` epochs at
+    ``--unlearn_lr`` (the original README: set those two as you pretrain)."""
+    sam = sam_config(args)
+    recipe = None
+    if args.unlearn == "retrain":
+        recipe = Recipe(epochs=args.unlearn_epochs, lr=args.unlearn_lr, batch_size=args.batch_size,
+                        momentum=args.momentum, weight_decay=args.weight_decay, warmup=args.warmup,
+                        augment=not args.no_aug, sam=sam)
+    return UnlearnConfig(
+        lr=args.unlearn_lr, epochs=args.unlearn_epochs, batch_size=args.batch_size, optimizer=args.unlearn_optimizer,
+        momentum=args.momentum, weight_decay=args.weight_decay, milestones=tuple(args.decreasing_lr),
+        augment=not args.no_aug, sam=sam, separate=tuple(args.separate) if args.separate else None, mask=mask,
+        alpha=args.alpha, beta=args.beta, gamma=args.gamma, msteps=args.msteps, kd_T=args.kd_T,
+        no_l1_epochs=args.no_l1_epochs, recipe=recipe)
+
+
+def train_seed(args: argparse.Namespace) -> int:
+    """``--train_seed``, defaulting to ``--seed``: the seed of a fresh model's initialization."""
+    return args.train_seed if args.train_seed is not None else args.seed

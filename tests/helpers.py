@@ -113,3 +113,8 @@ def run_cli(module, argv, monkeypatch, capsys, cwd) -> tuple[int, str, str]:
         run_main(module.main)
     out, err = capsys.readouterr()
     return e.value.code, out, err
+
+
+def state_copy(model) -> dict:
+    """A detached CPU copy of the model's state (for comparisons)."""
+    return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}

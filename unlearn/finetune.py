@@ -10,19 +10,10 @@ epoch. A saliency mask (``--path``) is a hard constraint (DESIGN.md §7.6). Augm
 """
 from __future__ import annotations
 
-from trainer.loop import train_epoch
-from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
-from utils.batches import num_batches
+from unlearn.base import UnlearnConfig, UnlearnTask, run_epochs
 
 
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
-    opt, sched = make_unlearn_optimizer(task.model.parameters(), cfg)
-    history = []
-    for epoch in range(cfg.epochs):
-        stats = train_epoch(task.model, opt, batches(task, task.retain_ids, cfg), trainable=cfg.mask,
-                            device=task.device, total=num_batches(len(task.retain_ids), cfg.batch_size),
-                            desc=f"FT {epoch + 1}/{cfg.epochs}")
-        sched.step()
-        print(f"FT epoch {epoch + 1}/{cfg.epochs} retain loss {stats['loss']:.4f} acc {100 * stats['acc']:.2f}%")
-        history.append(stats)
-    return history
+    return run_epochs(task, cfg, "FT", lambda epoch: (task.retain_ids, None), trainable=cfg.mask,
+                      report=lambda e, st: f"FT epoch {e + 1}/{cfg.epochs} retain loss {st['loss']:.4f} "
+                                           f"acc {100 * st['acc']:.2f}%")

@@ -33,10 +33,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.loop import train_epoch
-from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
+from unlearn.base import UnlearnConfig, UnlearnTask, run_epochs
 from unlearn.losses import l1_coefficient, l1_norm
-from utils.batches import num_batches
 
 
 def conv_sparsity(model: nn.Module) -> float | None:
@@ -53,20 +51,21 @@ def conv_sparsity(model: nn.Module) -> float | None:
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:
     """CE + decaying L1 fine-tuning on the retain set (see the module docstring)."""
     model = task.model
-    opt, sched = make_unlearn_optimizer(model.parameters(), cfg)
-    total = num_batches(len(task.retain_ids), cfg.batch_size)
-    for epoch in range(cfg.epochs):
-        a = l1_coefficient(epoch, cfg.epochs, cfg.no_l1_epochs, cfg.alpha)
 
-        def loss_fn(logits, y, a=a):
+    def coefficient(epoch: int) -> float:
+        return l1_coefficient(epoch, cfg.epochs, cfg.no_l1_epochs, cfg.alpha)
+
+    def loss_for(epoch: int):
+        a = coefficient(epoch)
+
+        def loss_fn(logits, y):
             ce = F.cross_entropy(logits, y)
             return ce + a * l1_norm(model) if a != 0 else ce
+        return loss_fn
 
-        stats = train_epoch(model, opt, batches(task, task.retain_ids, cfg), loss_fn=loss_fn,
-                            trainable=cfg.mask, device=task.device, total=total, desc=f"l1 {epoch}")
-        sched.step()
-        print(f"[FT_l1] epoch {epoch}: alpha_e {a:.4g}  loss {stats['loss']:.4f}  "
-              f"retain acc {100 * stats['acc']:.2f}%")
+    run_epochs(task, cfg, "l1", lambda epoch: (task.retain_ids, None), loss_fn=loss_for, trainable=cfg.mask,
+               report=lambda e, st: f"[FT_l1] epoch {e}: alpha_e {coefficient(e):.4g}  loss {st['loss']:.4f}  "
+                                    f"retain acc {100 * st['acc']:.2f}%")
     s = conv_sparsity(model)
     if s is None:
         print("[FT_l1] conv-weight sparsity: n/a (the model has no convolution)")

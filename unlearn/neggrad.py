@@ -14,9 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.loop import train_epoch
-from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
-from utils.batches import num_batches
+from unlearn.base import UnlearnConfig, UnlearnTask, run_epochs
 
 
 def negative_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -24,13 +22,7 @@ def negative_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
-    opt, sched = make_unlearn_optimizer(task.model.parameters(), cfg)
-    history = []
-    for epoch in range(cfg.epochs):
-        stats = train_epoch(task.model, opt, batches(task, task.forget_ids, cfg), loss_fn=negative_ce,
-                            trainable=cfg.mask, device=task.device,
-                            total=num_batches(len(task.forget_ids), cfg.batch_size), desc=f"GA {epoch + 1}/{cfg.epochs}")
-        sched.step()
-        print(f"GA epoch {epoch + 1}/{cfg.epochs} forget loss {-stats['loss']:.4f} acc {100 * stats['acc']:.2f}%")
-        history.append(stats)
-    return history
+    return run_epochs(task, cfg, "GA", lambda epoch: (task.forget_ids, None), loss_fn=lambda epoch: negative_ce,
+                      trainable=cfg.mask,
+                      report=lambda e, st: f"GA epoch {e + 1}/{cfg.epochs} forget loss {-st['loss']:.4f} "
+                                           f"acc {100 * st['acc']:.2f}%")

@@ -19,10 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainer.loop import train_epoch
 from trainer.mask import Mask, check_mask
-from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
-from utils.batches import num_batches
+from unlearn.base import UnlearnConfig, UnlearnTask, run_epochs
 
 
 def random_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -50,16 +48,7 @@ def train_random_labels(task: UnlearnTask, cfg: UnlearnConfig, mask: Mask | None
         check_mask(model, mask)
         params = dict(model.named_parameters())
         trainable = {n: m.to(params[n].device).bool() for n, m in mask.items()}
-    optimizer, scheduler = make_unlearn_optimizer(model.parameters(), cfg)
-    history = []
-    for epoch in range(cfg.epochs):
-        ids, labels = relabelled_epoch_set(task)
-        stats = train_epoch(model, optimizer, batches(task, ids, cfg, labels=labels), trainable=trainable,
-                            device=task.device, total=num_batches(len(ids), cfg.batch_size),
-                            desc=f"random labels {epoch + 1}/{cfg.epochs}")
-        scheduler.step()
-        history.append(stats)
-    return history
+    return run_epochs(task, cfg, "random labels", lambda epoch: relabelled_epoch_set(task), trainable=trainable)
 
 
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:

@@ -5,20 +5,19 @@ fresh initialization ``task.model`` arrives with: per epoch one shuffled pass of
 steps, SGD (momentum, weight decay) or SAM(SGD) when ``--sam`` is given, cosine schedule with the
 optional warm-up, augmentation per ``--no_aug`` (upstream-spec §5.9 "retrain", DESIGN.md §7.4).
 
-The recipe is ``cfg.recipe`` (built by :mod:`unlearn.run` from the pretraining flags with
+The recipe is ``cfg.recipe`` (built by :mod:`stages.configs` from the pretraining flags with
 ``--unlearn_epochs`` epochs at ``--unlearn_lr``: the original README tells the user to set those two
 like pretraining). Without a recipe, one is made from ``cfg`` itself. The original used its
 unlearning optimizer (AdamW) here and a cosine over the *pretraining* epoch count; we follow the
 pretraining recipe exactly, which is what the README asks for.
 
-A saliency mask does not apply (a fresh model has no salient weights): :mod:`unlearn.run` refuses
-``--path`` with retrain. ``cfg.run_dir`` / ``cfg.resume`` (optional attributes set by the pipeline)
+A saliency mask does not apply (a fresh model has no salient weights): the registry marks it
+``saliency="never"``, so ``--path`` is refused with retrain. ``cfg.run_dir`` / ``cfg.resume``
 make the retrain checkpoint every epoch and continue a killed run with ``--resume``;
 ``cfg.dist_info`` makes it data-parallel under torchrun (each rank a slice of every global batch).
 """
 from __future__ import annotations
 
-from trainer.distributed import DistInfo
 from trainer.fit import Recipe, fit
 from unlearn.base import UnlearnConfig, UnlearnTask
 
@@ -32,5 +31,4 @@ def recipe_from(cfg: UnlearnConfig) -> Recipe:
 
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:
     fit(task.model, task.data, task.retain_ids, recipe_from(cfg), seed=task.seed, device=task.device,
-        run_dir=getattr(cfg, "run_dir", None), resume=bool(getattr(cfg, "resume", False)), desc="retrain",
-        dist_info=getattr(cfg, "dist_info", DistInfo()))
+        run_dir=cfg.run_dir, resume=cfg.resume, desc="retrain", dist_info=cfg.dist_info)

@@ -1,13 +1,13 @@
 """RUM: refine the forget set into memorization groups, then unlearn them one after another.
 
-The meta-algorithm of Zhao et al. (NeurIPS 2024; rum-spec §1), as plain functions. The entry
-scripts ``main_rum.py`` (true memorization scores) and ``main_rum_proxy.py`` (a memorization proxy)
-build the inputs, run :func:`run_meta` and write the run directories.
+The meta-algorithm of Zhao et al. (NeurIPS 2024; rum-spec §1), as plain functions. The stage
+:mod:`stages.rum` (main_rum.py: true memorization scores; main_rum_proxy.py: a memorization proxy)
+builds the inputs, run :func:`run_meta` and write the run directories.
 
 **Refinement** (:func:`refine`). The forget set S (n ids, any forget set; the README's is the
 ``--mem mix`` set) is ordered by a *memorization key* -- the memorization score, or a proxy value
 with its sign flipped when the proxy falls as memorization rises (:func:`memorization_key`,
-``forget_sets.select.PROXY_SIGN``) -- stably in descending order (ties keep forget-set order), and
+``memorization.proxies.PROXY_SIGN``) -- stably in descending order (ties keep forget-set order), and
 cut into K parts: the first K-1 parts (the most memorized) get ``n // K`` ids each, the last (the
 least memorized) the remaining ``n - (K-1)(n // K)``. The groups are returned in *processing order*,
 low -> high memorization (group 0 = the least memorized). For K = 3 and the mix set
@@ -36,11 +36,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearn import METHODS, step_methods
+
 NONE = "none"
 # The methods a RUM step may run (retrain restarts from scratch and cannot chain; raw/original = none).
-STEP_METHODS = ("FT", "FT_l1", "FT_prune", "GA", "NG", "SCRUB", "wfisher", "RL", "RL_og")
-ALPHA_METHODS = ("NG", "FT_prune", "FT_l1", "wfisher")
-NOT_ITERATIVE = ("wfisher",)
+STEP_METHODS = step_methods()
+ALPHA_METHODS = tuple(m for m in STEP_METHODS if "alpha" in METHODS[m].hparams)
+NOT_ITERATIVE = tuple(m for m in STEP_METHODS if not METHODS[m].iterative)
 DEFAULT_MASK_RATIO = 0.5
 
 
@@ -263,11 +265,6 @@ def run_meta(model: nn.Module, steps: Sequence[Step], execute: StepFn, *,
     return model, results
 
 
-def state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached CPU copy of the model's state (for comparisons in tests and checks)."""
-    return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
-
-
 __all__ = ["NONE", "STEP_METHODS", "DEFAULT_PLANS", "DEFAULT_MASK_RATIO", "StepSpec", "StepHparams", "Step",
            "StepResult", "memorization_key", "group_sizes", "refine", "shuffled_groups", "step_retain_sets",
-           "group_labels", "resolve_steps", "rum_tag", "run_meta", "state_copy"]
+           "group_labels", "resolve_steps", "rum_tag", "run_meta"]

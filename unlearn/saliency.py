@@ -242,7 +242,7 @@ def resolve_mask_file(path: str | os.PathLike, flag: str = "--path") -> Path:
 def provenance_mismatches(manifest: Mapping[str, Any] | None, *, model_sha256: str | None = None,
                           forget_ids_sha256: str | None = None) -> list[str]:
     """What differs between how a mask was made and where it is used (empty when it matches or
-    the file has no manifest, e.g. the original release's). For a warning by the entry script."""
+    the file has no manifest, e.g. the original release's): main_forget.py warns with these."""
     if not manifest:
         return []
     out = []

@@ -267,9 +267,10 @@ IMAGENET_HOW = ("download ILSVRC2012 (train and val) from https://image-net.org 
                 "valprep.sh sorts val/ into class folders); --download cannot fetch it")
 
 
-def _image_folder(folder: Path, class_to_idx: dict[str, int] | None = None):
+def image_folder(folder: Path, class_to_idx: dict[str, int] | None = None, *, flag: str = "--data"):
     """``(samples, class_to_idx)`` in torchvision ``ImageFolder`` order (classes sorted, files sorted
-    within a class, ``IMG_EXTENSIONS``), listing names only."""
+    within a class, ``IMG_EXTENSIONS``), listing names only: a sample's index is its global id.
+    ``flag`` is the flag named when ``folder`` is not an ImageFolder."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     try:
@@ -281,7 +282,7 @@ def _image_folder(folder: Path, class_to_idx: dict[str, int] | None = None):
         class_to_idx = found if class_to_idx is None else class_to_idx
         samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, OSError) as e:
-        raise UserError(f"--data: {folder} is not an ImageFolder ({' '.join(str(e).split())[:200]}); "
+        raise UserError(f"{flag}: {folder} is not an ImageFolder ({' '.join(str(e).split())[:200]}); "
                         f"{IMAGENET_HOW}") from None
     return samples, class_to_idx
 
@@ -295,8 +296,8 @@ def _imagenet(root: Path, download: bool, *, image_size: int | None = None, work
     for split in ("train", "val"):
         if not (folder / split).is_dir():
             raise _missing("imagenet", folder / split, IMAGENET_HOW)
-    train, class_to_idx = _image_folder(folder / "train")
-    val, _ = _image_folder(folder / "val", class_to_idx)
+    train, class_to_idx = image_folder(folder / "train")
+    val, _ = image_folder(folder / "val", class_to_idx)
     size = 224 if image_size is None else int(image_size)
     if size < 1:
         raise UserError(f"image_size must be positive, got {image_size}")

@@ -5,7 +5,6 @@ without ``--overwrite``. Every file is written atomically.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import platform
 import shutil
@@ -32,9 +31,9 @@ def git_commit() -> str | None:
         return None
 
 
-def run_config(args: argparse.Namespace | Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    """All arguments, library versions, git commit, command line and time."""
-    a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
+def run_config(args: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    """All arguments (the flags as a mapping), library versions, git commit, command line and time."""
+    a = dict(args)
     import numpy
     import sklearn
 

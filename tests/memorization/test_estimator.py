@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 from utils.errors import UserError
-from memorization.estimator import (estimate, group_means, load_progress, merge_progress, model_seeds, new_progress,
-                                save_progress, shard_models, spearman, subset_ids, subset_masks, subset_size,
-                                write_scores)
+from memorization.estimator import (estimate, load_progress, merge_progress, model_seeds, new_progress,
+                                    save_progress, shard_models, subset_ids, subset_masks, subset_size, write_scores)
 from memorization.scores import load_scores
 
 N = 40
@@ -129,15 +128,3 @@ def test_load_progress_corrupt(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(UserError, match="x.npz"):
         load_progress(bad)
-
-
-def test_group_means_and_spearman():
-    ids = np.arange(10, 20)
-    s = np.linspace(-0.1, 0.9, 10)
-    g = group_means(ids, s, 2)
-    assert np.isclose(g["high"], (0.9 + s[-2]) / 2) and np.isclose(g["low"], (s[0] + s[1]) / 2)
-    rho, n = spearman(s, -s ** 3)
-    assert np.isclose(rho, -1.0) and n == 10
-    rho, n = spearman(np.r_[s, np.nan], np.r_[s, 1.0])
-    assert np.isclose(rho, 1.0) and n == 10
-    assert np.isnan(spearman(np.ones(5), np.arange(5))[0])

@@ -15,7 +15,8 @@ from trainer.fit import Recipe
 from trainer.optim import SamConfig
 from unlearn import get_method
 from unlearn.base import UnlearnConfig, UnlearnTask, make_unlearn_optimizer
-from unlearn.run import method_tag, model_name_of
+from unlearn.config import method_tag as _method_tag
+from utils.paths import model_name_of
 from utils.batches import Batch
 from utils.data import ImageData
 
@@ -271,6 +272,13 @@ def _ns(**kw):
     for k, v in kw.items():
         argv += [f"--{k}"] + ([] if v is True else (v if isinstance(v, list) else [str(v)]))
     return parse_args(argv)
+
+
+def method_tag(args):
+    from stages.configs import check_method, unlearn_config
+
+    check_method(args)
+    return _method_tag(args.unlearn, unlearn_config(args), args.path)
 
 
 def test_method_tags():

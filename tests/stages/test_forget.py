@@ -17,7 +17,7 @@ from models import build_model
 from utils.rundir import save_model
 from helpers import run_cli
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model: threads only add overhead (and contention)
 PRETRAIN = ["--dataset", "digits", "--arch", "cnn_s", "--epochs", "8", "--batch_size", "64"]
 RUN = "digits_cnn_s_sgd_ep8_lr0.1_bs64_seed2"

@@ -21,9 +21,9 @@ from unlearn.rum import shuffled_groups
 from helpers import run_cli
 from forget_sets.file import load_forget_set
 from forget_sets.select import memorization_groups
-from results.report import discover
+from results.runs import discover
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 RUN = "digits_cnn_s_sgd_ep6_lr0.1_bs256_seed2"
 FS = "digits_mem-mix_n90"
@@ -161,7 +161,7 @@ def test_default_plan_order_retain_sets_chaining_and_retrain_pairing(workdir, mo
     r = _metrics(_final(workdir, "retrain"))
     assert r["forget_set"] == m["forget_set"] and r["forget_set_sha256"] == m["forget_set_sha256"]
     assert r["forget_ids_sha256"] == m["forget_ids_sha256"] and r["seed"] == m["seed"]
-    from results.report import run_analysis
+    from stages.analysis import main as run_analysis
 
     monkeypatch.chdir(workdir)
     assert run_analysis("tow", "analysis.py", ["--dataset", "digits", "--unlearn", "RUM", "--mem", "mix",

@@ -1,4 +1,4 @@
-"""main_train.py end to end, as subprocesses in a temporary working directory (DESIGN.md §2, §6).
+"""main_train.py (stages/train.py) end to end, as subprocesses in a temporary working directory.
 
 The successful runs start together in one module fixture (one thread each, so they share the
 cores) and each test checks one of them; bad inputs likewise. Every run's cwd is a fresh temporary

@@ -1,4 +1,5 @@
-"""main_memorization.py end to end on digits (tiny: a few mlp models, one epoch), in process."""
+"""main_memorization.py (stages/memorization.py) end to end on digits (tiny: a few mlp models, one
+epoch), in process; and the summary's group means and Spearman correlation."""
 import json
 import sys
 
@@ -6,14 +7,16 @@ import numpy as np
 import pytest
 
 import main_memorization
+import stages.memorization as stage
 from arg_parser import parse_args
 from models import build_model
 from utils.rundir import save_model
 from utils.cli import run_main
 from utils.data import load_data
 from memorization.estimator import load_progress, save_progress, score_path, shard_path, summary_path
-from utils.pretrained import default_pretrained
 from memorization.scores import load_scores
+from stages.configs import default_pretrained
+from stages.memorization import group_means, spearman
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def data():
 
 @pytest.fixture(autouse=True)
 def _keep_threads(monkeypatch):
-    monkeypatch.setattr(main_memorization, "cpu_threads", lambda device: None)
+    monkeypatch.setattr(stage, "cpu_threads", lambda device: None)
 
 
 def _args(tmp_path, *extra, models=4):
@@ -109,13 +112,13 @@ def test_resume_trains_only_unfinished_models(tmp_path, monkeypatch, capsys):
     p.done[[1, 2]] = False
     save_progress(f, p)
     trained = []
-    real = main_memorization.train_models
+    real = stage.train_models
 
     def counting(models, *a, **kw):
         trained.append(len(models))
         return real(models, *a, **kw)
 
-    monkeypatch.setattr(main_memorization, "train_models", counting)
+    monkeypatch.setattr(stage, "train_models", counting)
     assert run(monkeypatch, argv) == 0
     assert trained == [2] and "2 already done" in capsys.readouterr().out
     p = load_progress(f)
@@ -157,3 +160,15 @@ def test_proxies(tmp_path, monkeypatch, capsys, data):
         assert meta["ho_ret"]["holdout"] == "test" and meta["curvature"]["h"] == 0.01
     assert run(monkeypatch, argv + ["--proxies", "curvature"]) == 2
     assert "already holds curvature" in _error(capsys)
+
+
+def test_group_means_and_spearman():
+    ids = np.arange(10, 20)
+    s = np.linspace(-0.1, 0.9, 10)
+    g = group_means(ids, s, 2)
+    assert np.isclose(g["high"], (0.9 + s[-2]) / 2) and np.isclose(g["low"], (s[0] + s[1]) / 2)
+    rho, n = spearman(s, -s ** 3)
+    assert np.isclose(rho, -1.0) and n == 10
+    rho, n = spearman(np.r_[s, np.nan], np.r_[s, 1.0])
+    assert np.isclose(rho, 1.0) and n == 10
+    assert np.isnan(spearman(np.ones(5), np.arange(5))[0])

@@ -1,4 +1,4 @@
-"""Holdout retraining and loss curvature (rum-spec §3)."""
+"""Holdout retraining and loss curvature (memorization/computed_proxies.py)."""
 import copy
 
 import numpy as np
@@ -9,7 +9,8 @@ from torch import nn
 from models import build_model
 from trainer.fit import Recipe
 from utils.data import load_data
-from memorization.proxies import curvature_batch, curvature_pass, holdout_retraining, loss_curvature, symmetric_kl
+from memorization.computed_proxies import (curvature_batch, curvature_pass, holdout_retraining, loss_curvature,
+                                           symmetric_kl)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_holdout_early_stopping(data, monkeypatch):
         calls.append(1)
         return {"loss": next(losses), "acc": 0.0}
 
-    monkeypatch.setattr("memorization.proxies.train_epoch", fake_epoch)
+    monkeypatch.setattr("memorization.computed_proxies.train_epoch", fake_epoch)
     _, rep = holdout_retraining(_mlp(data), data, data.train_ids[:8], epochs=30, lr=0.1, seed=1, log=None)
     assert rep["epochs_run"] == 8 and len(calls) == 8 and rep["final_loss"] == 1.9
 

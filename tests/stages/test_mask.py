@@ -11,7 +11,7 @@ from helpers import script_cmd, script_env
 from models import build_model
 from utils.cli import run_main
 from utils.data import load_data
-from forget_sets.builder import forget_ids_sha256
+from forget_sets.store import forget_ids_sha256
 from forget_sets.file import load_forget_set, sha256_file
 from unlearn.saliency import forget_gradients, load_mask, read_mask_file, saliency_masks
 

@@ -1,12 +1,14 @@
 """unlearn/rum.py: refinement (groups, order, sizes, shuffle), step retain sets, the plan and its
 tag, and the sequential executor (chaining, ``none`` steps)."""
 import numpy as np
+
+from helpers import state_copy
 import pytest
 import torch
 from torch import nn
 
 from unlearn.rum import (DEFAULT_PLANS, NONE, Step, group_labels, group_sizes, memorization_key, refine,
-                         resolve_steps, rum_tag, run_meta, shuffled_groups, state_copy, step_retain_sets)
+                         resolve_steps, rum_tag, run_meta, shuffled_groups, step_retain_sets)
 from memorization.proxies import PROXY_SIGN
 from forget_sets.file import make_forget_set
 from forget_sets.select import memorization_groups, proxy_groups, select_level

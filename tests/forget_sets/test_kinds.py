@@ -1,4 +1,4 @@
-"""Forget sets from the command line (forget_sets/builder.py) on digits with synthetic score files."""
+"""Forget sets from the command line (forget_sets/kinds.py, forget_sets/store.py) on digits with synthetic score files."""
 import os
 
 import numpy as np
@@ -11,7 +11,10 @@ from utils.rundir import save_model
 from utils.data import load_data
 from forget_sets.select import centroid_distance_groups, es_forget_ids
 from utils.errors import UserError
-from forget_sets.builder import build_forget_set, embed_ids, plan_forget_set
+from forget_sets.kinds import plan_forget_set as _plan
+from forget_sets.store import build_forget_set
+from stages.configs import forget_spec
+from trainer.evaluate import embed as embed_ids
 from forget_sets.file import load_forget_set, make_forget_set, save_forget_set, sha256_file
 from forget_sets.select import memorization_groups, proxy_groups, random_forget, select_level, shuffle_groups
 
@@ -43,7 +46,11 @@ _quiet.lines = []
 
 
 def _build(args, data, **kw):
-    return build_forget_set(args, data, log=_quiet, **kw)
+    return build_forget_set(forget_spec(args), data, log=_quiet, **kw)
+
+
+def plan_forget_set(args, data):
+    return _plan(forget_spec(args), data)
 
 
 @pytest.mark.parametrize("level", ["high", "mid", "low", "mix", "4"])

@@ -1,4 +1,4 @@
-"""Sweeps: a grid of runs -> the list of commands -> local runs or a SLURM job array (DESIGN.md §9).
+"""The sweep spec language: stages, their checks against the toolkit's parser, grid expansion, commands.
 
 A *stage* is one entry script and a grid of its flags::
 
@@ -27,32 +27,24 @@ of a flag that takes several (``"separate": ["max", "min"]`` -> ``--separate max
 comma-list flag (``"decreasing_lr": [91, 136]`` -> ``--decreasing_lr 91,136``). Inside ``grid`` a
 list is the axis, so a list-valued axis is a list of lists.
 
-This module renders commands (``shlex``-quoted), job-array scripts from ``scripts/slurm/*.tmpl``
-and the submit script, and runs commands locally (:func:`run_local`).
+Commands are rendered ``shlex``-quoted; ``launch.slurm`` turns them into job arrays and
+``launch.local`` runs them here.
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import itertools
 import json
-import os
 import re
 import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, TextIO
+from typing import Any, Iterable, Sequence
 
 from utils.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO / "scripts" / "slurm"
-ARRAY_TEMPLATE = TEMPLATES / "array.sbatch.tmpl"
-MEMORIZATION_TEMPLATE = TEMPLATES / "memorization.sbatch.tmpl"
-
-#: The entry scripts a stage may run (DESIGN.md §1); all use the one parser of arg_parser.py.
+#: The entry scripts a stage may run; all use the one parser of arg_parser.py.
 ENTRY_SCRIPTS = ("main_train.py", "main_memorization.py", "main_forget.py", "generate_mask.py", "main_random.py",
                  "main_rum.py", "main_rum_proxy.py", "analysis.py", "analysis_mia.py", "imagenet_mem_subset.py")
 STAGE_KEYS = ("script", "fixed", "grid", "per_method", "flags", "name")
@@ -326,7 +318,7 @@ def stage_commands(stages: Sequence[Stage]) -> list[list[Command]]:
             for k, s in enumerate(stages, 1)]
 
 
-def raising_parser():
+def raising_parser() -> argparse.ArgumentParser:
     """The shared parser, but a bad value raises UserError instead of exiting."""
     from arg_parser import build_parser
 
@@ -339,7 +331,7 @@ def raising_parser():
     return parser
 
 
-def parse_toolkit_args(args: Sequence[str], parser=None):
+def parse_toolkit_args(args: Sequence[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Parse and validate ``args`` as an entry script would (UserError on a bad value)."""
     from arg_parser import validate_common
 
@@ -362,275 +354,3 @@ def check_commands(groups: Sequence[Sequence[Command]]) -> None:
                 parse_toolkit_args(c.args[1:], parser)
             except UserError as e:
                 raise UserError(f"stage {c.stage_name} command {c.index + 1} ({c.text()}): {e}") from None
-
-
-# --------------------------------------------------------------------------------------------
-# SLURM
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class SlurmOptions:
-    workdir: Path
-    log_dir: Path
-    time: str = "04:00:00"
-    cpus_per_task: int = 4
-    memory: str = "16G"
-    gpus: int = 1
-    partition: str | None = None
-    account: str | None = None
-    max_parallel: int | None = None
-    setup: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-
-
-def _directive_value(value: Any, what: str) -> str:
-    text = str(value)
-    if not text or re.search(r"\s", text):
-        raise UserError(f"{what} {text!r}: a #SBATCH value must be non-empty and hold no spaces")
-    return text
-
-
-def sbatch_directives(opts: SlurmOptions, job_name: str, array_size: int | None) -> str:
-    """The ``#SBATCH`` lines of one job (an array of ``array_size`` tasks, or one task if None)."""
-    if array_size is not None and array_size < 1:
-        raise UserError("no commands to submit")
-    lines = [f"--job-name={_directive_value(job_name, '--job_name')}"]
-    log = _directive_value(opts.log_dir, "--log_dir")
-    if array_size is not None:
-        throttle = f"%{opts.max_parallel}" if opts.max_parallel else ""
-        lines.append(f"--array=0-{array_size - 1}{throttle}")
-        lines.append(f"--output={log}/%x_%A_%a.out")
-    else:
-        lines.append(f"--output={log}/%x_%j.out")
-    lines.append(f"--time={_directive_value(opts.time, '--time')}")
-    lines.append(f"--cpus-per-task={int(opts.cpus_per_task)}")
-    lines.append(f"--mem={_directive_value(opts.memory, '--memory')}")
-    if opts.gpus:
-        lines.append(f"--gres=gpu:{int(opts.gpus)}")
-    if opts.partition:
-        lines.append(f"--partition={_directive_value(opts.partition, '--partition')}")
-    if opts.account:
-        lines.append(f"--account={_directive_value(opts.account, '--account')}")
-    for e in opts.extra:
-        e = _directive_value(e, "--sbatch_arg")
-        if not e.startswith("-"):
-            raise UserError(f"--sbatch_arg {e!r}: must be an sbatch option, e.g. --sbatch_arg=--qos=high")
-        lines.append(e)
-    return "\n".join(f"#SBATCH {line}" for line in lines)
-
-
-def render_template(template: str, values: dict[str, str], source: str) -> str:
-    """Replace ``{{NAME}}`` placeholders; every placeholder must be known and every value used."""
-    missing = [k for k in values if "{{" + k + "}}" not in template and k in ("DIRECTIVES", "COMMANDS", "ARGV")]
-    if missing:
-        raise UserError(f"template {source}: no {{{{{missing[0]}}}}} placeholder")
-    out = re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values.get(m.group(1), m.group(0)), template)
-    left = re.search(r"\{\{([A-Z_]+)\}\}", out)
-    if left:
-        raise UserError(f"template {source}: unknown placeholder {left.group(0)}; known: "
-                        + ", ".join("{{" + k + "}}" for k in values))
-    return out
-
-
-def read_template(path: str | Path) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--template {path}: no such file")
-    return p.read_text()
-
-
-def _common_values(opts: SlurmOptions, header: str) -> dict[str, str]:
-    return {"HEADER": "\n".join(f"# {line}" if line else "#" for line in header.splitlines()),
-            "WORKDIR": shlex.quote(str(opts.workdir)),
-            "SETUP": "\n".join(opts.setup) if opts.setup else "# (no --setup lines)"}
-
-
-def render_array_script(commands: Sequence[str], opts: SlurmOptions, job_name: str, header: str = "",
-                        template: str | None = None, source: str = str(ARRAY_TEMPLATE)) -> str:
-    """A job-array script: task ``i`` runs ``commands[i]`` (shell command lines) from ``opts.workdir``."""
-    for c in commands:
-        if "\n" in c or "\r" in c:
-            raise UserError(f"command {c!r} spans several lines")
-    text = template if template is not None else ARRAY_TEMPLATE.read_text()
-    values = {"DIRECTIVES": sbatch_directives(opts, job_name, len(commands)), "COUNT": str(len(commands)),
-              "COMMANDS": "\n".join(commands), **_common_values(opts, header)}
-    return render_template(text, values, source)
-
-
-def render_job_script(argv: str, opts: SlurmOptions, job_name: str, array_size: int | None, header: str = "",
-                      template: str | None = None, source: str = str(MEMORIZATION_TEMPLATE)) -> str:
-    """A script that runs one command line ``argv`` (shell words; may use ``$SLURM_ARRAY_TASK_ID``),
-    as an array of ``array_size`` tasks or as a single job."""
-    text = template if template is not None else MEMORIZATION_TEMPLATE.read_text()
-    values = {"DIRECTIVES": sbatch_directives(opts, job_name, array_size), "ARGV": argv,
-              **_common_values(opts, header)}
-    return render_template(text, values, source)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A script to submit and a description; ``after``: the index of the job it waits for."""
-    script: Path
-    what: str
-    after: int | None = None
-
-
-def submit_lines(jobs: Sequence[Job]) -> list[str]:
-    """The sbatch calls, in order; a dependent job waits for its predecessor to succeed (afterok:
-    every task of an array must exit 0)."""
-    out = []
-    for k, j in enumerate(jobs, 1):
-        dep = (f" --dependency=afterok:${{jid{j.after + 1}}} --kill-on-invalid-dep=yes"
-               if j.after is not None else "")
-        out.append(f"jid{k}=$(sbatch --parsable{dep} {shlex.quote(str(j.script))})")
-    return out
-
-
-def render_submit(jobs: Sequence[Job], log_dir: Path) -> str:
-    """A bash script submitting ``jobs`` in order with their dependencies and printing the job ids."""
-    lines = ["#!/bin/bash", "# Generated by scripts/sweep.py: submits the job(s) below in order; a job with",
-             "# --dependency=afterok starts only when every task of the job it waits for exited 0.",
-             "set -euo pipefail", f"mkdir -p {shlex.quote(str(log_dir))}"]
-    for k, (j, call) in enumerate(zip(jobs, submit_lines(jobs)), 1):
-        lines.append(call)
-        lines.append(f"jid{k}=${{jid{k}%%;*}}")
-        wait = f" (after job $jid{j.after + 1})" if j.after is not None else ""
-        lines.append(f"echo \"submitted {j.what}: job $jid{k}{wait}\"")
-    return "\n".join(lines) + "\n"
-
-
-def output_paths(out: str | Path, n_stages: int) -> tuple[Path, list[Path], Path]:
-    """``(base, [sbatch file per stage], submit script)`` for ``--slurm OUT``: one stage writes
-    OUT itself; several write ``<base>.<k>.sbatch``."""
-    out = Path(out)
-    base = out.with_suffix("") if out.suffix in (".sbatch", ".sh") else out
-    scripts = [out] if n_stages == 1 else [base.with_name(f"{base.name}.{k}.sbatch") for k in range(1, n_stages + 1)]
-    return base, scripts, base.with_name(base.name + ".submit.sh")
-
-
-# --------------------------------------------------------------------------------------------
-# Local runs
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class Result:
-    command: Command
-    log: Path
-    returncode: int | None = None  # None: not run (an earlier stage failed)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
-def log_path(log_dir: Path, c: Command) -> Path:
-    return Path(log_dir) / c.stage_name / f"{c.index:04d}.log"
-
-
-def run_local(groups: Sequence[Sequence[Command]], *, jobs: int, python: str, cwd: Path, log_dir: Path,
-              chain: bool = False, gpus: Sequence[str] | None = None, env: dict[str, str] | None = None,
-              out: TextIO | None = None, shown: str = "python", poll: float = 0.05) -> list[Result]:
-    """Run the commands with at most ``jobs`` at a time, each from ``cwd`` with its output in
-    ``log_path(log_dir, command)``. With ``chain`` the groups run one after another and a failed
-    group skips the later ones (as SLURM's afterok would); otherwise all commands share one queue.
-    ``gpus``: device ids handed out through CUDA_VISIBLE_DEVICES, each command getting the least busy.
-    ``python`` runs the scripts (may be several words); progress lines show ``shown`` in its place."""
-    out = out or sys.stdout
-    jobs = max(1, int(jobs))
-    base_env = dict(os.environ if env is None else env)
-    waves = [list(g) for g in groups] if chain else [[c for g in groups for c in g]]
-    total = sum(len(w) for w in waves)
-    results: list[Result] = []
-    done = 0
-    busy = {g: 0 for g in (gpus or [])}
-    for w, wave in enumerate(waves):
-        if chain and any(not r.ok for r in results):
-            results += [Result(c, log_path(log_dir, c)) for c in wave]
-            continue
-        queue = list(wave)
-        running: list[tuple[subprocess.Popen, Result, float, Any, str | None]] = []
-        try:
-            while queue or running:
-                while queue and len(running) < jobs:
-                    c = queue.pop(0)
-                    res = Result(c, log_path(log_dir, c))
-                    res.log.parent.mkdir(parents=True, exist_ok=True)
-                    fh = open(res.log, "w")
-                    fh.write(f"# {c.text(python)}\n# cwd: {cwd}\n")
-                    child_env = dict(base_env)
-                    gpu = min(busy, key=lambda g: busy[g]) if busy else None
-                    if gpu is not None:
-                        busy[gpu] += 1
-                        child_env["CUDA_VISIBLE_DEVICES"] = gpu
-                        fh.write(f"# CUDA_VISIBLE_DEVICES={gpu}\n")
-                    fh.flush()
-                    try:
-                        proc = subprocess.Popen(c.argv(python), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                                stdin=subprocess.DEVNULL, env=child_env)
-                    except OSError as e:
-                        fh.write(f"cannot start: {e}\n")
-                        fh.close()
-                        if gpu is not None:
-                            busy[gpu] -= 1
-                        res.returncode = 127
-                        results.append(res)
-                        done += 1
-                        _report(out, done, total, res, shown)
-                        continue
-                    running.append((proc, res, time.perf_counter(), fh, gpu))
-                still = []
-                for proc, res, t0, fh, gpu in running:
-                    rc = proc.poll()
-                    if rc is None:
-                        still.append((proc, res, t0, fh, gpu))
-                        continue
-                    fh.close()
-                    if gpu is not None:
-                        busy[gpu] -= 1
-                    res.returncode, res.seconds = rc, time.perf_counter() - t0
-                    results.append(res)
-                    done += 1
-                    _report(out, done, total, res, shown)
-                if len(still) == len(running) and running:
-                    time.sleep(poll)
-                running = still
-        except BaseException:
-            for proc, _, _, fh, _ in running:
-                proc.terminate()
-            for proc, _, _, fh, _ in running:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                fh.close()
-            raise
-    order = {(r.command.stage, r.command.index): r for r in results}
-    return [order[(c.stage, c.index)] for w in waves for c in w]
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _report(out: TextIO, done: int, total: int, r: Result, shown: str) -> None:
-    width = len(str(total))
-    status = "ok" if r.ok else f"FAILED (exit {r.returncode})"
-    tail = "" if r.ok else f"  log: {r.log}"
-    out.write(f"[{done:>{width}}/{total}] {status} {r.seconds:.1f}s  {r.command.text(shown)}{tail}\n")
-    out.flush()
-
-
-def summarize(results: Sequence[Result], out: TextIO | None = None, shown: str = "python") -> int:
-    """Print the summary; 0 if every command ran and succeeded, else 1."""
-    out = out or sys.stdout
-    failed = [r for r in results if r.returncode not in (0, None)]
-    skipped = [r for r in results if r.returncode is None]
-    ok = len(results) - len(failed) - len(skipped)
-    out.write(f"{plural(len(results), 'command')}: {ok} ok, {len(failed)} failed"
-              + (f", {len(skipped)} not run (an earlier stage failed)" if skipped else "") + "\n")
-    for r in failed:
-        out.write(f"  FAILED (exit {r.returncode}): {r.command.text(shown)}\n    log: {r.log}\n")
-    out.flush()
-    return 1 if failed or skipped else 0

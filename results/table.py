@@ -1,0 +1,286 @@
+"""Scoring runs against their retrain reference, and aggregating the scores into a table.
+
+1. **Pairing.** Every non-retrain run is scored against the retrain run of the same dataset,
+   architecture, forget set (its sha256; the forget-set name when a sha is missing) and seed
+   (:class:`RetrainIndex`).
+2. **Aggregation.** Per (method tag, forget set): mean over seeds and the half-width of the 95%
+   Student-t interval (:func:`evaluation.metrics.mean_ci`). Forget sets whose name carries a seed
+   (random, class, shuffled) are pooled over seeds into one column, named without the seed.
+   Runs from several pretrained models (SGD vs SAM, other recipes) get one row per method and
+   model recipe; the seed is not part of the recipe, so seeds still aggregate in one row.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import numpy as np
+
+from evaluation.metrics import mean_ci, tow, tow_mia
+from results.runs import ORIGINAL, Filters, Run
+
+__all__ = ["CONFIDENCE", "LEVEL_ORDER", "KIND_ORDER", "Metric", "METRICS", "Column", "SeedResult", "Cell",
+           "Report", "RetrainIndex", "tag_start_models", "fill_cells", "order_rows_and_columns",
+           "coverage_notes", "build_report"]
+
+CONFIDENCE = 0.95
+LEVEL_ORDER = {"low": 0, "mid": 1, "high": 2, "mix": 3}
+KIND_ORDER = {"mem": 0, "proxy": 1, "es": 2, "random": 3, "class": 4}
+
+
+def _tow(u: Run, r: Run) -> float:
+    return tow(u.accuracy, r.accuracy)
+
+
+def _tow_mia(u: Run, r: Run) -> float:
+    return tow_mia({"mia": u.mia_value, **u.accuracy}, {"mia": r.mia_value, **r.accuracy})
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # file stem and JSON key: tow | tow_mia
+    title: str  # ToW | ToW-MIA
+    formula: str
+    score: Callable[[Run, Run], float]
+
+
+METRICS: dict[str, Metric] = {
+    "tow": Metric("tow", "ToW", "(1-|FA_u-FA_r|)(1-|RA_u-RA_r|)(1-|TA_u-TA_r|)", _tow),
+    "tow_mia": Metric("tow_mia", "ToW-MIA", "(1-|MIA_u-MIA_r|)(1-|RA_u-RA_r|)(1-|TA_u-TA_r|), "
+                      "MIA = the confidence attack's MIA-efficacy", _tow_mia),
+}
+
+
+@dataclass
+class Column:
+    """One forget-set column of the table (seeds of a seeded forget set pooled)."""
+
+    key: str  # the column label (results.runs.column_label)
+    kind: str | None  # mem | proxy | es | random | class
+    mem_level: str | None  # low | mid | high | mix, lower case
+    mem_proxy: str | None
+    group_index: int | None  # ES group
+    num_forget: int | None
+
+    def sort_key(self) -> tuple:
+        group = self.group_index if self.group_index is not None else -2
+        return (KIND_ORDER.get(self.kind or "", len(KIND_ORDER)), self.kind or "", self.mem_proxy or "",
+                self.num_forget or 0, "shuffle" in self.key.split("_"),
+                LEVEL_ORDER.get(self.mem_level or "", len(LEVEL_ORDER)),
+                group if group >= 0 else 10 ** 9, self.key)
+
+    @property
+    def family(self) -> str | None:
+        """The plot family (mem levels, or one proxy's levels); None when not level-based."""
+        if self.mem_level not in LEVEL_ORDER:
+            return None
+        if self.kind == "mem":
+            fam = "memorization"
+        elif self.kind == "proxy":
+            fam = f"proxy {self.mem_proxy}"
+        else:
+            return None
+        rest = [p for p in self.key.split("_") if not re.fullmatch(r"(mem|proxy)-.*", p)]
+        return fam + (f" ({' '.join(rest)})" if rest else "")
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    run: Run
+    retrain: Run | None  # the reference (the run itself for a retrain run)
+    value: float | None  # None when there is no usable retrain
+    problem: str | None = None
+
+
+@dataclass
+class Cell:
+    """One (method tag, forget set) cell: the per-seed scores and their mean and interval."""
+
+    row: str  # method tag
+    method: str
+    column: str  # Column.key
+    results: list[SeedResult] = field(default_factory=list)  # sorted by seed
+    notes: list[str] = field(default_factory=list)
+    mean: float | None = None
+    half: float | None = None  # half-width of the interval; None with one seed
+
+    @property
+    def seeds(self) -> list[int]:
+        return [s.seed for s in self.results]
+
+    @property
+    def values(self) -> list[float]:
+        return [s.value for s in self.results if s.value is not None]
+
+    @property
+    def scored_seeds(self) -> list[int]:
+        return [s.seed for s in self.results if s.value is not None]
+
+    @property
+    def missing_retrain(self) -> list[int]:
+        return [s.seed for s in self.results if s.retrain is None]
+
+    @property
+    def collapsed_seeds(self) -> list[int]:
+        return [s.seed for s in self.results if s.run.collapsed]
+
+    def means(self) -> dict[str, float]:
+        """Mean over seeds (all of the cell's runs) of retain, forget, test accuracy and MIA."""
+        out = {}
+        for key in ("retain", "forget", "test", "val"):
+            vals = [s.run.accuracy.get(key, math.nan) for s in self.results]
+            out[key] = float(np.mean(vals)) if vals else math.nan
+        vals = [s.run.mia_value for s in self.results]
+        out["mia"] = float(np.mean(vals)) if vals else math.nan
+        return out
+
+
+@dataclass
+class Report:
+    metric: Metric
+    dataset: str
+    arch: str
+    root: str  # where the runs were found
+    filters: Filters
+    no_aug: bool
+    columns: list[Column]
+    rows: list[tuple[str, str]]  # (method_tag, method) of the score table
+    cells: dict[tuple[str, str], Cell]  # (row, column) -> cell, retrain rows included
+    ref_rows: list[tuple[str, str]]  # retrain rows (detail table only)
+    notes: list[str]
+    skipped: list[str]  # metrics.json files that are not unlearning runs
+    n_runs: int
+
+
+class RetrainIndex:
+    """The retrain runs of a selection, by (dataset, arch, forget-set sha256, seed) and by
+    (dataset, arch, forget-set name, seed). ``notes`` collects ambiguities met while pairing."""
+
+    def __init__(self, runs: Sequence[Run]):
+        self.by_sha: dict[tuple, list[Run]] = {}
+        self.by_name: dict[tuple, list[Run]] = {}
+        self.notes: list[str] = []
+        for r in runs:
+            if r.is_retrain:
+                if r.sha:
+                    self.by_sha.setdefault((r.dataset, r.arch, r.sha, r.seed), []).append(r)
+                self.by_name.setdefault((r.dataset, r.arch, r.forget_set, r.seed), []).append(r)
+
+    def reference(self, u: Run) -> tuple[Run | None, str | None]:
+        """``(retrain run, None)``, or ``(None, why)`` (``why`` None when there simply is none)."""
+        cands: list[Run] = []
+        if u.sha:
+            cands = self.by_sha.get((u.dataset, u.arch, u.sha, u.seed), [])
+        if not cands:
+            named = self.by_name.get((u.dataset, u.arch, u.forget_set, u.seed), [])
+            cands = [r for r in named if not (u.sha and r.sha and r.sha != u.sha)]
+            if named and not cands:
+                return None, (f"seed {u.seed}: the retrain run {named[0].path} used another file for "
+                              f"forget set {u.forget_set} (sha256 differs)")
+        if not cands:
+            return None, None
+        if len(cands) > 1:
+            self.notes.append(f"{len(cands)} retrain runs for forget set {u.forget_set}, seed {u.seed}: "
+                              f"used {cands[0].path}")
+        return cands[0], None
+
+
+def tag_start_models(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
+    """When the non-retrain runs start from several pretraining recipes (the start model's name
+    without its ``_seed<k>``), tag each such run's method with `` @<recipe>``; plus the note."""
+    recipe = {r.model_name: re.sub(r"_seed\d+$", "", r.model_name) for r in runs if r.model_name}
+    starts = {recipe[r.model_name] for r in runs if not r.is_retrain and r.model_name}
+    if len(starts) <= 1:
+        return list(runs), []
+    tagged = [r if r.is_retrain or not r.model_name
+              else replace(r, method_tag=f"{r.method_tag} @{recipe[r.model_name]}") for r in runs]
+    return tagged, [f"runs start from {len(starts)} pretrained models; each row is tagged '@<model>'"]
+
+
+def score_seed(r: Run, index: RetrainIndex, metric: Metric) -> SeedResult:
+    """``r`` (not a retrain run) scored against its retrain reference."""
+    ref, problem = index.reference(r)
+    value = None
+    if ref is not None:
+        try:
+            value = float(metric.score(r, ref))
+            if math.isnan(value):
+                problem, value = f"seed {r.seed}: {metric.title} is NaN (missing accuracy or MIA)", None
+        except (KeyError, ValueError) as e:
+            problem = f"seed {r.seed}: cannot score ({' '.join(str(e).split())})"
+    return SeedResult(r.seed, r, ref, value, problem)
+
+
+def fill_cells(runs: Sequence[Run], index: RetrainIndex, metric: Metric) -> dict[tuple[str, str], Cell]:
+    """One cell per (method tag, column): every seed scored (retrain runs are their own reference),
+    then the mean and interval over seeds. A second run of one seed in a cell is noted, not used."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for r in runs:
+        cell = cells.setdefault((r.method_tag, r.column), Cell(r.method_tag, r.method, r.column))
+        dup = [s for s in cell.results if s.seed == r.seed]
+        if dup:
+            cell.notes.append(f"seed {r.seed}: two runs ({dup[0].run.path}, {r.path}); used the first")
+        elif r.is_retrain:
+            cell.results.append(SeedResult(r.seed, r, r, None))
+        else:
+            cell.results.append(score_seed(r, index, metric))
+    for cell in cells.values():
+        cell.results.sort(key=lambda s: s.seed)
+        if cell.values:
+            cell.mean, cell.half = mean_ci(cell.values, CONFIDENCE)
+        cell.notes.extend(s.problem for s in cell.results if s.problem)
+    return cells
+
+
+def _row_rank(method: str) -> int:
+    m = method.lower()
+    if m in ORIGINAL:
+        return 0
+    if m == "rum":
+        return 2
+    return 1
+
+
+def order_rows_and_columns(runs: Sequence[Run]) -> tuple[list[Column], list[tuple[str, str]],
+                                                          list[tuple[str, str]]]:
+    """``(columns, rows, reference rows)``: columns by kind, size and level; rows (method tag,
+    method) with the original model first and RUM last; the retrain rows apart, by tag."""
+    columns: dict[str, Column] = {}
+    rows: dict[str, str] = {}
+    ref_rows: dict[str, str] = {}
+    for r in runs:
+        col = r.column
+        if col not in columns:
+            columns[col] = Column(col, r.kind, (r.mem_level or None) and r.mem_level.lower(),
+                                  r.mem_proxy, r.group_index, r.num_forget)
+        (ref_rows if r.is_retrain else rows).setdefault(r.method_tag, r.method)
+    cols = sorted(columns.values(), key=Column.sort_key)
+    row_list = sorted(rows.items(), key=lambda kv: (_row_rank(kv[1]), kv[1].lower(), kv[0]))
+    return cols, row_list, sorted(ref_rows.items())
+
+
+def coverage_notes(runs: Sequence[Run], metric: Metric) -> list[str]:
+    """Notes when the selection holds only retrain runs, or no retrain run at all."""
+    notes = []
+    if not any(not r.is_retrain for r in runs):
+        notes.append(f"only retrain runs were selected: retrain is the reference ({metric.title} 1 by definition)")
+    if not any(r.is_retrain for r in runs):
+        notes.append(f"no retrain runs among the selected runs: {metric.title} needs a retrain reference of "
+                     f"the same forget set and seed (main_forget.py --unlearn retrain)")
+    return notes
+
+
+def build_report(runs: Sequence[Run], metric: Metric, *, root: str = "", filters: Filters | None = None,
+                 no_aug: bool = False, skipped: Sequence[str] = ()) -> Report:
+    """Pair every run with its retrain reference and aggregate per (method tag, forget set)."""
+    runs, notes = tag_start_models(runs)
+    index = RetrainIndex(runs)
+    cells = fill_cells(runs, index, metric)
+    cols, rows, ref_rows = order_rows_and_columns(runs)
+    notes = notes + index.notes + coverage_notes(runs, metric)
+    r0 = runs[0]
+    return Report(metric, r0.dataset, r0.arch, str(root), filters or Filters(), no_aug, cols, rows, cells,
+                  ref_rows, list(dict.fromkeys(notes)), list(skipped), len(runs))

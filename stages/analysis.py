@@ -1,0 +1,114 @@
+"""``analysis.py`` and ``analysis_mia.py``: ToW / ToW-MIA tables over unlearning runs.
+
+Flags choose the runs (``--runs``, default ``<ckpts>/unlearn``) and the table's rows and columns:
+``--unlearn``, ``--mem``, ``--mem_proxy``, ``--num_indexes_to_replace``, ``--group_index``.
+``--dataset`` and ``--arch`` filter only when given on the command line: the parser's defaults
+(cifar10, resnet18) would otherwise hide every other run. The tables go to ``--out`` (default
+``<ckpts>/analysis``) as ``<metric>.md``, ``.csv``, ``.json`` and, with matplotlib, ``.png``.
+``analysis.py --es`` computes the entanglement score of a forget set instead
+(:mod:`stages.entanglement`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from arg_parser import given_flags, parse_args
+from results.render import plot, render_csv, render_markdown, report_json
+from results.runs import Filters, Run, check_single, describe, discover, select
+from results.table import METRICS, Report, build_report
+from utils.errors import UserError
+from utils.io import atomic_write_bytes, atomic_write_json
+
+__all__ = ["main", "run", "filters_from_args"]
+
+FILTERING_DEFAULTS = ("dataset", "arch")  # flags that filter only when given
+
+
+def main(metric: str, prog: str, argv: Sequence[str] | None = None) -> int:
+    """The whole of ``analysis.py`` (``metric="tow"``) / ``analysis_mia.py`` (``"tow_mia"``) on
+    ``argv`` (default ``sys.argv[1:]``). Raises :class:`UserError` on bad input."""
+    args = parse_args(argv, prog=prog)
+    return run(args, metric, given=given_flags(argv, FILTERING_DEFAULTS, prog), prog=prog)
+
+
+def filters_from_args(args: argparse.Namespace, given: Iterable[str]) -> Filters:
+    """The table's filters; ``--dataset`` / ``--arch`` only when in ``given``."""
+    given = set(given)
+    return Filters(
+        dataset=args.dataset if "dataset" in given else None,
+        arch=str(args.arch).lower() if "arch" in given else None,
+        unlearn=args.unlearn,
+        mem=args.mem,
+        mem_proxy=None if args.mem_proxy is None else str(args.mem_proxy).lower(),
+        num_forget=args.num_indexes_to_replace,
+        group_index=args.group_index,
+    )
+
+
+def run(args: argparse.Namespace, metric: str = "tow", *, given: Iterable[str] = (),
+        prog: str = "analysis.py") -> int:
+    """Tables of ``metric`` (a key of :data:`results.table.METRICS`) over the runs the flags
+    select; ``given``: which of ``--dataset`` / ``--arch`` were on the command line."""
+    m = METRICS[metric]
+    if args.es:
+        if metric != "tow":
+            raise UserError("--es: the entanglement score is computed by analysis.py --es")
+        from stages.entanglement import run as run_es
+
+        return run_es(args)
+    root = Path(args.runs) if args.runs else Path(args.ckpts) / "unlearn"
+    out_dir = Path(args.out) if args.out else Path(args.ckpts) / "analysis"
+    runs, skipped = _discover(root, prog)
+    filters = filters_from_args(args, given)
+    selected = _select(runs, filters, root)
+    rep = build_report(selected, m, root=str(root), filters=filters, no_aug=args.no_aug, skipped=skipped)
+    md = render_markdown(rep)
+    print(md, end="")
+    for n in rep.notes:
+        if n.startswith("no retrain runs"):
+            print(f"{prog}: warning: {n}", file=sys.stderr)
+    written = _write(rep, md, out_dir / m.name, prog)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _discover(root: Path, prog: str) -> tuple[list[Run], list[str]]:
+    runs, skipped = discover(root)
+    for s in skipped:
+        print(f"{prog}: warning: skipped {s}", file=sys.stderr)
+    if not runs:
+        where = "does not exist" if not root.is_dir() else "holds no unlearning run (metrics.json)"
+        raise UserError(f"--runs {root}: {where}; unlearning runs are written by main_forget.py under "
+                        f"<ckpts>/unlearn/<forget set>/<method>/seed<seed>/")
+    return runs, skipped
+
+
+def _select(runs: list[Run], filters: Filters, root: Path) -> list[Run]:
+    selected = select(runs, filters)
+    if not selected:
+        raise UserError(f"no run under {root} matches {filters.flags()}; found {len(runs)} runs: {describe(runs)}")
+    if not any(not r.is_retrain for r in selected) and filters.unlearn and filters.unlearn.lower() != "retrain":
+        raise UserError(f"no {filters.unlearn} run under {root} matches {filters.flags()}; "
+                        f"found {len(runs)} runs: {describe(runs)}")
+    check_single(selected)
+    return selected
+
+
+def _write(rep: Report, md: str, stem: Path, prog: str) -> list[Path]:
+    """``<stem>.md``, ``.csv``, ``.json`` and (with matplotlib) ``.png``; the paths written."""
+    try:
+        atomic_write_bytes(stem.with_suffix(".md"), md.encode())
+        atomic_write_bytes(stem.with_suffix(".csv"), render_csv(rep).encode())
+        atomic_write_json(stem.with_suffix(".json"), report_json(rep))
+    except OSError as e:
+        raise UserError(f"--out {stem.parent}: cannot write the tables ({e.strerror or e})") from None
+    written = [stem.with_suffix(s) for s in (".md", ".csv", ".json")]
+    try:
+        if plot(rep, stem.with_suffix(".png")):
+            written.append(stem.with_suffix(".png"))
+    except ImportError:
+        print(f"{prog}: note: matplotlib is not installed; no plot (pip install matplotlib)", file=sys.stderr)
+    return written

@@ -1,0 +1,133 @@
+"""The phases every unlearning stage shares (main_forget.py, main_random.py, main_rum.py,
+main_rum_proxy.py): the start model, the timed method, the metrics.json record and the closing
+lines."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from arg_parser import parse_args
+from evaluation.evaluate import evaluate
+from forget_sets.file import ForgetSet
+from forget_sets.store import forget_ids_sha256
+from models import build_for, load_into
+from stages.configs import sam_config
+from trainer.step import NonFiniteLoss
+import unlearn
+from unlearn.base import UnlearnConfig, UnlearnTask
+from utils.data import ImageData
+from utils.rundir import save_model, write_metrics, write_outputs
+
+
+class Diverged(Exception):
+    """The unlearning loss became NaN or infinite (exit status 1)."""
+
+
+def main_of(run: Callable[..., int], prog: str, argv: Sequence[str] | None, *, description: str | None = None,
+            epilog: str | None = None, **kw: Any) -> int:
+    """Parse ``argv`` and ``run(args, prog, **kw)``; a divergence is one line on stderr, exit 1."""
+    args = parse_args(argv, prog=prog, description=description, epilog=epilog)
+    try:
+        return run(args, prog, **kw)
+    except Diverged as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return 1
+
+
+def start_model(args: argparse.Namespace, data: ImageData, model_file: Path | None) -> torch.nn.Module:
+    """The model ``--arch`` for ``data``, loaded from ``model_file`` when given (a checkpoint that
+    does not fit is a one-line error)."""
+    model = build_for(args.arch, data, imagenet_arch=args.imagenet_arch)
+    if model_file is not None:
+        load_into(model, model_file, arch=args.arch, num_classes=data.num_classes)
+    return model
+
+
+def run_timed(method: str, task: UnlearnTask, cfg: UnlearnConfig, device: torch.device) -> float:
+    """Run ``method`` on ``task`` (``task.model`` is modified in place), timed alone (CUDA
+    synchronized); returns the seconds. A NaN/infinite loss or non-finite weights raise
+    :class:`Diverged` naming ``--unlearn`` and ``--unlearn_lr``."""
+    fn = unlearn.get_method(method)  # looked up at call time (tests spy on it)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        fn(task, cfg)
+    except NonFiniteLoss as e:
+        raise Diverged(f"--unlearn {method} diverged ({e}); nothing was saved as finished. "
+                       f"Lower --unlearn_lr (now {cfg.lr:g}) or the number of epochs") from None
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    if not all(bool(torch.isfinite(p).all()) for p in task.model.parameters()):
+        raise Diverged(f"--unlearn {method} left non-finite weights; nothing was saved as finished. "
+                       f"Lower --unlearn_lr (now {cfg.lr:g})")
+    return seconds
+
+
+def unlearn_metrics(args: argparse.Namespace, *, method: str, tag: str, data: ImageData, forget_set: str,
+                    forget_kind: str, fs: ForgetSet, fs_file: Path, fs_sha: str, ev: Any, seconds: float,
+                    pretrained: Path | None, model_name: str, hparams: dict[str, Any],
+                    device: torch.device) -> dict[str, Any]:
+    """The ``metrics.json`` record of an unlearning run (the schema analysis.py reads)."""
+    m = fs.manifest
+    sam = sam_config(args)
+    return {
+        "method": method, "method_tag": tag, "dataset": data.name, "arch": args.arch, "seed": int(args.seed),
+        "forget_set": forget_set, "forget_set_file": str(fs_file), "forget_set_sha256": fs_sha,
+        "forget_ids_sha256": forget_ids_sha256(fs), "forget_kind": m.get("kind", forget_kind),
+        "mem_level": m.get("level") if m.get("kind") in ("mem", "proxy") else None,
+        "mem_proxy": m.get("proxy") if m.get("kind") == "proxy" else None,
+        "group_index": m.get("group") if m.get("kind") == "es" else None,
+        "num_forget": int(len(fs.forget_ids)), "num_retain": int(len(fs.retain_ids)),
+        **ev.metrics,
+        "unlearn_seconds": seconds,
+        "pretrained": None if pretrained is None else str(pretrained), "model_name": model_name,
+        "sam": None if sam is None else {**asdict(sam), "separate": list(args.separate) if args.separate else None},
+        "hparams": hparams,
+        "device": str(device),
+    }
+
+
+def pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}%"
+
+
+def summary_line(metrics: dict[str, Any], run_dir: Path) -> str:
+    a = metrics["accuracy"]
+    conf = metrics["mia"].get("confidence")
+    return (f"{metrics['method_tag']}: retain {pct(a['retain'])}  forget {pct(a['forget'])}  test {pct(a['test'])}  "
+            f"MIA(confidence) {'n/a' if conf is None else f'{conf:.3f}'}  {metrics['unlearn_seconds']:.1f}s"
+            + ("  [COLLAPSED]" if metrics["collapsed"] else "") + f"  -> {run_dir}")
+
+
+def finish_run(args: argparse.Namespace, model: torch.nn.Module, data: ImageData, fs: ForgetSet, run_dir: Path,
+               device: torch.device, make_metrics: Callable[[Any], dict[str, Any]],
+               before_metrics: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on ``fs`` and write the run directory: model.pt (unless ``--no_save``),
+    outputs.npz, then metrics.json (``make_metrics(evaluation)``), which marks the run finished;
+    print the summary line and a warning when the model collapsed."""
+    ev = evaluate(model, data, fs, device, seed=args.seed)
+    metrics = make_metrics(ev)
+    if not args.no_save:
+        save_model(run_dir, model, arch=args.arch, num_classes=data.num_classes, dataset=data.name)
+    write_outputs(run_dir, ev.outputs)
+    if before_metrics is not None:
+        before_metrics()
+    write_metrics(run_dir, metrics)
+    print(summary_line(metrics, run_dir))
+    if metrics["collapsed"]:
+        print(f"warning: the model collapsed (retain accuracy {pct(metrics['accuracy']['retain'])} is at chance "
+              f"level); its ToW is not meaningful. Flagged in metrics.json.")
+    return metrics
+
+
+def as_ids(ids: np.ndarray) -> np.ndarray:
+    return np.asarray(ids, np.int64)

@@ -1,0 +1,105 @@
+"""main_train.py: pretraining (SGD or SAM) -> ``<save_dir or ckpts/original>/<run>/`` (docs/stage_train.md).
+
+Writes config.json, model.pt, metrics.json, outputs.npz (per-example logits on the training split,
+val and test), proxies.npz (learning-event memorization proxies by global id, recorded by a
+:class:`memorization.learning_events.LearningEvents` observer of every training batch) and log.jsonl.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from memorization.learning_events import LearningEvents
+from models import build_for
+from stages.configs import device, pretrain_dir, pretrain_name, pretrain_recipe, train_seed
+from trainer.device import prepare_model, resolve_device
+from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
+from trainer.evaluate import predict_split
+from trainer.fit import CHECKPOINT, fit
+from utils.data import ImageData, load_data
+from utils.errors import UserError
+from utils.io import atomic_save_npz
+from utils.paths import MODEL_FILE, learning_event_proxy_path
+from utils.rundir import (check_writable, prepare_run_dir, run_config, save_model, write_config, write_metrics,
+                          write_outputs)
+
+
+def run_dir_of(args: argparse.Namespace) -> Path:
+    """Where the run goes: the directory of ``--checkpoint`` when given, else :func:`pretrain_dir`;
+    refused when it cannot be written, or for ``--resume`` without a checkpoint there."""
+    run_dir = pretrain_dir(args)
+    if args.checkpoint:
+        ck = Path(args.checkpoint)
+        run_dir = ck.parent if ck.is_file() else ck
+    check_writable(run_dir)
+    if args.resume and not (run_dir / CHECKPOINT).is_file():
+        raise UserError(f"--resume: no checkpoint to resume from at {run_dir / CHECKPOINT}")
+    return run_dir
+
+
+def start_run(args: argparse.Namespace, run_dir: Path, data: ImageData, info: DistInfo) -> Path:
+    """Rank 0 prepares the run directory and writes config.json; the other ranks wait for it."""
+    if info.is_main:
+        run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
+        write_config(run_dir, run_config(vars(args), stage="pretrain", run_name=pretrain_name(args),
+                                         num_train=len(data.train_ids), num_val=len(data.val_ids),
+                                         world_size=info.world))
+    if info.enabled:
+        torch.distributed.barrier()
+    return run_dir
+
+
+def write_results(args: argparse.Namespace, run_dir: Path, model: nn.Module, data: ImageData,
+                  events: LearningEvents, dev: torch.device, history: list[dict], train_seconds: float) -> dict:
+    """outputs.npz (logits on train, val and test), proxies.npz, model.pt and metrics.json; the
+    resume checkpoint is removed. Returns the metrics."""
+    splits, metrics = {}, {}
+    for name, split, ids in (("train", "train", data.train_ids), ("val", "train", data.val_ids),
+                             ("test", "test", None)):
+        logits, labels = predict_split(model, data, split, ids, device=dev)
+        ids = np.arange(len(labels)) if ids is None else ids
+        splits[name] = (ids, logits, labels)
+        metrics[f"{name}_acc"] = float((logits.argmax(1) == labels).mean())
+    write_outputs(run_dir, splits)
+    atomic_save_npz(learning_event_proxy_path(run_dir / MODEL_FILE), ids=data.train_ids,
+                    **events.means(data.train_ids))
+    save_model(run_dir, model, arch=args.arch, num_classes=data.num_classes, dataset=args.dataset)
+    metrics.update(epochs=args.epochs, train_seconds=train_seconds, history=history)
+    write_metrics(run_dir, metrics)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    return metrics
+
+
+def run(args: argparse.Namespace) -> int:
+    """``main_train.py``: pretrain ``--arch`` on ``--dataset`` (data-parallel under torchrun)."""
+    run_dir = run_dir_of(args)
+    info = init_distributed(resolve_device(args.device).type)
+    dev = device(args, info.local_rank if info.enabled else None)
+    data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
+    torch.manual_seed(train_seed(args))
+    model = build_for(args.arch, data, imagenet_arch=args.imagenet_arch)
+    run_dir = start_run(args, run_dir, data, info)
+    model = wrap_model(prepare_model(model, dev), info, dev)
+    events = LearningEvents(len(data.x), dev)
+    if info.is_main:
+        print(f"pretraining {args.arch} on {args.dataset} ({len(data.train_ids)} train, {len(data.val_ids)} val, "
+              f"{len(data.test_y)} test) on {dev}" + (f" x{info.world} ranks" if info.enabled else "")
+              + f" -> {run_dir}")
+    t0 = time.perf_counter()
+    history = fit(model, data.to(dev), data.train_ids, pretrain_recipe(args), seed=args.seed, device=dev,
+                  run_dir=run_dir, resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain",
+                  dist_info=info)
+    train_seconds = time.perf_counter() - t0
+    if not info.is_main:
+        finish(info)
+    model = unwrap(model)
+    metrics = write_results(args, run_dir, model, data, events, dev, history, train_seconds)
+    print(f"done: train {100 * metrics['train_acc']:.2f}%  val {100 * metrics['val_acc']:.2f}%  "
+          f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")
+    finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
+    return 0

@@ -1,0 +1,86 @@
+"""Fake unlearning run directories (``metrics.json`` files with hand-chosen accuracies) for the
+tests of results/ and stages/analysis.py; imported as ``fake_runs`` by the tests beside it, and by
+path from tests/stages/test_analysis.py."""
+import json
+from pathlib import Path
+
+from stages.analysis import main as run_analysis
+
+# Hand-chosen accuracies (retain, forget, test, MIA-efficacy) of the mem-high cell.
+RETRAIN_HIGH = {1: (1.00, 0.10, 0.90, 0.80), 2: (1.00, 0.15, 0.88, 0.75), 3: (0.99, 0.20, 0.89, 0.70)}
+FT_HIGH = {1: (0.98, 0.30, 0.85, 0.50), 2: (0.97, 0.25, 0.86, 0.60), 3: (0.99, 0.40, 0.84, 0.55)}
+# ToW per seed, by hand:
+#   seed 1: (1 - 0.20)(1 - 0.02)(1 - 0.05) = 0.80 * 0.98 * 0.95 = 0.7448
+#   seed 2: (1 - 0.10)(1 - 0.03)(1 - 0.02) = 0.90 * 0.97 * 0.98 = 0.85554
+#   seed 3: (1 - 0.20)(1 - 0.00)(1 - 0.05) = 0.80 * 1.00 * 0.95 = 0.76
+FT_HIGH_TOW = [0.7448, 0.85554, 0.76]
+# ToW-MIA per seed: (1 - |dMIA|)(1 - |dRA|)(1 - |dTA|)
+#   seed 1: 0.70 * 0.98 * 0.95 = 0.6517; seed 2: 0.85 * 0.97 * 0.98 = 0.80801; seed 3: 0.85 * 1 * 0.95 = 0.8075
+FT_HIGH_TOW_MIA = [0.6517, 0.80801, 0.8075]
+
+LEVELS = ("low", "mid", "high")
+SEEDS = (1, 2, 3)
+
+
+def write_run(root, *, method, tag, forget_set, seed, acc, dataset="digits", arch="cnn_s", kind="mem",
+              level=None, proxy=None, n=60, sha=None, collapsed=False, group_index=None):
+    retain, forget, test, mia = acc
+    d = Path(root) / forget_set / tag / f"seed{seed}"
+    d.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "method": method, "method_tag": tag, "dataset": dataset, "arch": arch, "seed": seed,
+        "forget_set": forget_set, "forget_set_file": f"ckpts/forget_sets/{forget_set}.npz",
+        "forget_set_sha256": sha if sha is not None else f"sha-{forget_set}",
+        "forget_kind": kind, "mem_level": level, "mem_proxy": proxy, "group_index": group_index,
+        "num_forget": n,
+        "accuracy": {"retain": retain, "forget": forget, "val": test, "test": test},
+        "mia": {"correctness": mia, "confidence": mia, "entropy": mia, "m_entropy": mia, "prob": mia},
+        "unlearn_seconds": 1.0, "collapsed": collapsed, "pretrained": "ckpts/original/x", "sam": None,
+        "hparams": {},
+    }
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    return d
+
+
+def make_fake_runs(root, *, with_cifar=True):
+    """digits/cnn_s: FT, GA, original and retrain on mem low/mid/high (n=60), seeds 1-3; the retrain
+    of mem-mid seed 3 is missing. With ``with_cifar``: cifar10/resnet18 runs on a proxy forget
+    set (proxy-confidence-high, n=3000), FT and retrain, seeds 1-2."""
+    root = Path(root)
+    for level in LEVELS:
+        fs = f"digits_mem-{level}_n60"
+        base_fa = {"low": 0.95, "mid": 0.60, "high": 0.10}[level]
+        for seed in SEEDS:
+            if level == "high":
+                r, ft = RETRAIN_HIGH[seed], FT_HIGH[seed]
+            else:
+                r = (1.00, base_fa, 0.90, 0.30)
+                ft = (0.99, base_fa + 0.01 * seed, 0.88, 0.35)
+            if not (level == "mid" and seed == 3):
+                write_run(root, method="retrain", tag="retrain", forget_set=fs, seed=seed, acc=r, level=level)
+            write_run(root, method="FT", tag="FT_lr0.01_ep10_sgd", forget_set=fs, seed=seed, acc=ft, level=level)
+            write_run(root, method="GA", tag="GA_lr0.0001_ep5_sgd", forget_set=fs, seed=seed,
+                      acc=(0.90, 0.05 * seed, 0.80, 0.90), level=level)
+            write_run(root, method="original", tag="original", forget_set=fs, seed=seed,
+                      acc=(1.00, 1.00, 0.92, 0.05), level=level)
+    if with_cifar:
+        fs = "cifar10_proxy-confidence-high_n3000"
+        for seed in (1, 2):
+            kw = dict(forget_set=fs, seed=seed, dataset="cifar10", arch="resnet18", kind="proxy", level="high",
+                      proxy="confidence", n=3000)
+            write_run(root, method="retrain", tag="retrain", acc=(1.0, 0.2, 0.93, 0.7), **kw)
+            write_run(root, method="FT", tag="FT_lr0.01_ep10_sgd", acc=(0.99, 0.3 + 0.1 * seed, 0.92, 0.5), **kw)
+    return root
+
+
+def analyse(root, out, *flags, metric="tow"):
+    """Run the analysis in-process; return the parsed JSON output."""
+    code = run_analysis(metric, f"{metric}.py", ["--runs", str(root), "--out", str(out), *flags])
+    assert code == 0
+    return json.loads((Path(out) / f"{metric}.json").read_text())
+
+
+def cell(js, tag, col):
+    found = [c for c in js["cells"] if c["method_tag"] == tag and c["forget_set"] == col]
+    assert len(found) == 1, (tag, col)
+    return found[0]
