@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from forget_sets.select import LEVELS, parse_mem
 from memorization.proxies import PROXIES
@@ -178,9 +178,13 @@ def _add_analysis(p: OneLineParser) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None, *, description: str | None = None,
-               epilog: str | None = None) -> argparse.Namespace:
-    """Parse and validate the flags every script shares; raises nothing, exits 2 on bad input."""
+               epilog: str | None = None,
+               extend: Callable[[OneLineParser], None] | None = None) -> argparse.Namespace:
+    """Parse and validate the flags every script shares (``extend`` adds a script's own flags);
+    raises nothing, exits 2 on bad input."""
     parser = build_parser(prog)
+    if extend is not None:
+        extend(parser)
     if description is not None:
         parser.description = description
     if epilog is not None:

@@ -30,30 +30,26 @@ from pathlib import Path
 
 import numpy as np
 
-from arg_parser import build_parser, validate_common
+from arg_parser import parse_args as common_parse_args
 from forget_sets.file import forget_set_name, load_forget_set, make_forget_set, save_forget_set, sha256_file
-from forget_sets.select import eval_subsets, memorization_groups, select_level
+from forget_sets.kinds import EVAL_SUBSET
+from forget_sets.select import LEVELS, eval_subsets, memorization_groups, select_level
 from utils import paths
 from utils.data import image_folder
 from utils.errors import UserError
 from utils.io import atomic_save_npz
 
 INDEX_NAME = "imagenet_index.npz"
-LEVELS = ("low", "mid", "high", "mix")
-EVAL_SUBSET = 1000
+
+
+def _add_train_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--train_dir", default=None,
+                   help="(new) ImageNet training folder in ImageFolder layout (default: <data>/imagenet/train)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The common flags plus ``--train_dir``."""
-    p = build_parser("imagenet_mem_subset.py")
-    p.add_argument("--train_dir", default=None,
-                   help="(new) ImageNet training folder in ImageFolder layout (default: <data>/imagenet/train)")
-    args = p.parse_args(argv)
-    try:
-        validate_common(args)
-    except UserError as e:
-        p.error(str(e))
-    return args
+    return common_parse_args(argv, "imagenet_mem_subset.py", extend=_add_train_dir)
 
 
 def find_index(mem_file: str | None, data_root: str) -> Path:
