@@ -24,6 +24,18 @@ from scipy import stats
 __all__ = ["accuracy", "tow", "tow_mia", "mean_ci", "collapsed"]
 
 
+def check_scores_labels(scores: np.ndarray, labels: np.ndarray, name: str,
+                        what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``scores`` must be ``[N, C]`` and ``labels`` ``[N]``; a ValueError names ``name`` and
+    ``what`` (``"logits"``, ``"probabilities"``) otherwise."""
+    labels = np.asarray(labels)
+    if scores.ndim != 2:
+        raise ValueError(f"{name}: {what} must be 2-D [N, C], got shape {scores.shape}")
+    if labels.ndim != 1 or labels.shape[0] != scores.shape[0]:
+        raise ValueError(f"{name}: labels must be 1-D with {scores.shape[0]} entries, got shape {labels.shape}")
+    return scores, labels
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy as a fraction in [0, 1].
 
@@ -38,14 +50,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     Returns:
         The accuracy, or ``nan`` when ``N == 0``.
     """
-    logits = np.asarray(logits)
-    labels = np.asarray(labels)
-    if logits.ndim != 2:
-        raise ValueError(f"accuracy: logits must be 2-D [N, C], got shape {logits.shape}")
-    if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-        raise ValueError(
-            f"accuracy: labels must be 1-D with {logits.shape[0]} entries, got shape {labels.shape}"
-        )
+    logits, labels = check_scores_labels(np.asarray(logits), labels, "accuracy", "logits")
     if logits.shape[0] == 0:
         return math.nan
     return float(np.mean(np.argmax(logits, axis=1) == labels))
@@ -162,3 +167,14 @@ def collapsed(retain_acc: float, num_classes: int, margin: float = 0.05) -> bool
     if num_classes < 1:
         raise ValueError(f"collapsed: num_classes must be >= 1, got {num_classes}")
     return bool(float(retain_acc) <= 1.0 / num_classes + margin)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """Spearman's rho of ``a`` and ``b`` over the positions where both are finite, and that count
+    (rho is nan with fewer than 3 such positions or when either side is constant there)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
+        return float("nan"), int(keep.sum())
+    return float(stats.spearmanr(a[keep], b[keep])[0]), int(keep.sum())

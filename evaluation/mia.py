@@ -25,6 +25,8 @@ import math
 import numpy as np
 from sklearn.svm import SVC
 
+from evaluation.metrics import check_scores_labels
+
 __all__ = ["FEATURES", "mia_features", "svc_mia", "forget_mia_efficacy"]
 
 FEATURES: tuple[str, ...] = ("correctness", "confidence", "entropy", "m_entropy", "prob")
@@ -33,14 +35,7 @@ _LOG_FLOOR = 1e-30
 
 
 def _check(probs: np.ndarray, labels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    if probs.ndim != 2:
-        raise ValueError(f"{name}: probabilities must be 2-D [N, C], got shape {probs.shape}")
-    if labels.ndim != 1 or labels.shape[0] != probs.shape[0]:
-        raise ValueError(
-            f"{name}: labels must be 1-D with {probs.shape[0]} entries, got shape {labels.shape}"
-        )
+    probs, labels = check_scores_labels(np.asarray(probs, dtype=np.float64), labels, name, "probabilities")
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         if not np.all(labels == np.round(labels)):
             raise ValueError(f"{name}: labels must be integers")

@@ -120,7 +120,7 @@ def memorization_scores(spec: ForgetSpec, data: ImageData) -> tuple[Path, np.nda
     return sf, _load_scores(sf, data)
 
 
-def proxy_file_for(spec: ForgetSpec, proxy: str, model_file: Path | None) -> Path:
+def proxy_file_for(spec: ForgetSpec, proxy: str) -> Path:
     """``--proxy_file``, else where the proxy's producer writes it (see the module docstring)."""
     if spec.proxy_file:
         p = Path(spec.proxy_file)
@@ -128,9 +128,7 @@ def proxy_file_for(spec: ForgetSpec, proxy: str, model_file: Path | None) -> Pat
             raise UserError(f"--proxy_file {spec.proxy_file}: no such file")
         return p
     if proxy in LEARNING_EVENT_PROXIES:
-        if model_file is None:
-            model_file = spec.resolve_start_model()
-        p = paths.learning_event_proxy_path(model_file)
+        p = paths.learning_event_proxy_path(spec.resolve_start_model())
         if not p.is_file():
             raise UserError(f"--mem_proxy {proxy}: no proxy file at {p} (main_train.py writes proxies.npz next to "
                             f"the model it trains); pass --proxy_file PATH")
@@ -148,7 +146,7 @@ def _n(spec: ForgetSpec, what: str) -> int:
     return int(spec.num_indexes_to_replace)
 
 
-def plan_forget_set(spec: ForgetSpec, data: ImageData, *, model_file: Path | None = None) -> ForgetPlan:
+def plan_forget_set(spec: ForgetSpec, data: ImageData) -> ForgetPlan:
     """Decide the kind (first match wins, see the module docstring) and compute the selection
     manifest and name; reads flags and (hashes of) input files only, writes nothing. Every
     unusable input is a :class:`UserError`."""
@@ -159,11 +157,11 @@ def plan_forget_set(spec: ForgetSpec, data: ImageData, *, model_file: Path | Non
                             "num_train": int(len(data.train_ids))}
     classes = [int(c) for c in (spec.class_to_replace or [-1])]
     if spec.mem_proxy is not None:
-        kind, m, note, source = _plan_proxy(spec, data, base, model_file)
+        kind, m, note, source = _plan_proxy(spec, data, base)
     elif spec.mem is not None:
         kind, m, note, source = _plan_mem(spec, base)
     elif spec.group_index is not None:
-        kind, m, note, source = _plan_es(spec, base, model_file)
+        kind, m, note, source = _plan_es(spec, base)
     elif -1 not in classes or spec.num_indexes_to_replace is not None:
         kind, m, note, source = _plan_random(spec, base, classes)
     else:
@@ -180,14 +178,14 @@ def plan_forget_set(spec: ForgetSpec, data: ImageData, *, model_file: Path | Non
 _Planned = tuple[str, dict[str, Any], str, dict[str, Any]]
 
 
-def _plan_proxy(spec: ForgetSpec, data: ImageData, base: dict[str, Any], model_file: Path | None) -> _Planned:
+def _plan_proxy(spec: ForgetSpec, data: ImageData, base: dict[str, Any]) -> _Planned:
     proxy = str(spec.mem_proxy)
     if proxy not in PROXY_SIGN:
         raise UserError(f"--mem_proxy {proxy!r}: unknown proxy; accepted: {', '.join(PROXY_SIGN)}")
     if spec.mem is None:
         raise UserError(f"--mem_proxy {proxy} needs --mem LEVEL (low, mid, high or mix)")
     n = _n(spec, "--mem_proxy")
-    pf = proxy_file_for(spec, proxy, model_file)
+    pf = proxy_file_for(spec, proxy)
     values = load_proxy(pf, proxy, data.train_ids)
     m = {**base, "kind": "proxy", "proxy": proxy, "level": spec.mem, "n": n, "shuffle": bool(spec.shuffle),
          "proxy_sha256": hashlib.sha256(np.ascontiguousarray(values, "<f8").tobytes()).hexdigest()}
@@ -209,10 +207,10 @@ def _plan_mem(spec: ForgetSpec, base: dict[str, Any]) -> _Planned:
     return "mem", m, note, {"score_file": str(sf)}
 
 
-def _plan_es(spec: ForgetSpec, base: dict[str, Any], model_file: Path | None) -> _Planned:
+def _plan_es(spec: ForgetSpec, base: dict[str, Any]) -> _Planned:
     if spec.shuffle:
         raise UserError("--shuffle applies to --mem / --mem_proxy forget sets only")
-    mf = Path(model_file) if model_file is not None else spec.resolve_start_model()
+    mf = Path(spec.resolve_start_model())
     g = int(spec.group_index)
     if not (g == -1 or 0 <= g < ES_GROUPS):
         raise UserError(f"--group_index {g}: out of range; accepted: 0..{ES_GROUPS - 1} or -1 (mix)")

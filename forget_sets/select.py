@@ -104,6 +104,15 @@ def memorization_groups(train_ids: np.ndarray, scores: np.ndarray, n: int) -> di
     return {"high": ids[high], "mid": ids[mid], "low": ids[low]}
 
 
+def group_means(train_ids: np.ndarray, scores: np.ndarray, n: int) -> dict[str, float]:
+    """Mean score of each memorization group of size ``n`` (:func:`memorization_groups`);
+    ``scores[k]`` is the score of ``train_ids[k]``."""
+    groups = memorization_groups(train_ids, scores, n)
+    pos = {int(g): k for k, g in enumerate(np.asarray(train_ids, dtype=np.int64))}
+    s = np.asarray(scores, dtype=np.float64)
+    return {name: float(s[[pos[int(i)] for i in ids]].mean()) for name, ids in groups.items()}
+
+
 def proxy_groups(train_ids: np.ndarray, values: np.ndarray, n: int, *, negative: bool) -> dict[str, np.ndarray]:
     """High/mid/low *memorization* groups chosen by a proxy (rum-spec §1.2).
 

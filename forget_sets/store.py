@@ -81,9 +81,9 @@ def load_or_build(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, *, device
 
 
 def build_forget_set(spec: ForgetSpec, data: ImageData, *, device: torch.device | str = "cpu",
-                     model_file: Path | None = None, log: Callable[[str], None] = print) -> tuple[ForgetSet, Path]:
+                     log: Callable[[str], None] = print) -> tuple[ForgetSet, Path]:
     """Plan, then load or build and save: ``(forget set, its file)``."""
-    plan = plan_forget_set(spec, data, model_file=model_file)
+    plan = plan_forget_set(spec, data)
     return load_or_build(plan, spec, data, device=device, log=log), plan.path
 
 

@@ -10,7 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from arg_parser import parse_args
@@ -19,6 +18,7 @@ from forget_sets.file import ForgetSet
 from forget_sets.store import forget_ids_sha256
 from models import build_for, load_into
 from stages.configs import sam_config
+from trainer.device import synchronize
 from trainer.step import NonFiniteLoss
 import unlearn
 from unlearn.base import UnlearnConfig, UnlearnTask
@@ -55,16 +55,14 @@ def run_timed(method: str, task: UnlearnTask, cfg: UnlearnConfig, device: torch.
     synchronized); returns the seconds. A NaN/infinite loss or non-finite weights raise
     :class:`Diverged` naming ``--unlearn`` and ``--unlearn_lr``."""
     fn = unlearn.get_method(method)  # looked up at call time (tests spy on it)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     t0 = time.perf_counter()
     try:
         fn(task, cfg)
     except NonFiniteLoss as e:
         raise Diverged(f"--unlearn {method} diverged ({e}); nothing was saved as finished. "
                        f"Lower --unlearn_lr (now {cfg.lr:g}) or the number of epochs") from None
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     seconds = time.perf_counter() - t0
     if not all(bool(torch.isfinite(p).all()) for p in task.model.parameters()):
         raise Diverged(f"--unlearn {method} left non-finite weights; nothing was saved as finished. "
@@ -127,7 +125,3 @@ def finish_run(args: argparse.Namespace, model: torch.nn.Module, data: ImageData
         print(f"warning: the model collapsed (retain accuracy {pct(metrics['accuracy']['retain'])} is at chance "
               f"level); its ToW is not meaningful. Flagged in metrics.json.")
     return metrics
-
-
-def as_ids(ids: np.ndarray) -> np.ndarray:
-    return np.asarray(ids, np.int64)

@@ -29,8 +29,7 @@ __all__ = ["run"]
 def _forget_set_for_es(args: argparse.Namespace, data, model_file: Path, device) -> tuple[Any, str, str]:
     """(ForgetSet, its name, its file) from the shared builder: ``--forget_set FILE`` as is, else
     the forget set the flags select (built and saved under ``<ckpts>/forget_sets`` if absent)."""
-    fs, path = build_forget_set(forget_spec(args, start_model=model_file), data, device=device,
-                                model_file=model_file)
+    fs, path = build_forget_set(forget_spec(args, start_model=model_file), data, device=device)
     return fs, str(fs.manifest.get("name") or Path(path).stem), str(path)
 
 

@@ -21,6 +21,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from evaluation.entanglement import entanglement_score, entanglement_score_normalized
@@ -28,7 +29,7 @@ from forget_sets.file import ForgetSet, sha256_file
 from forget_sets.kinds import ForgetPlan, plan_forget_set
 from forget_sets.store import forget_ids_sha256, load_or_build
 from stages import configs
-from stages.common import as_ids, finish_run, main_of, run_timed, start_model, unlearn_metrics
+from stages.common import finish_run, main_of, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import embed
@@ -61,11 +62,13 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     model_file = None if retrain and args.mask is None and not args.es else configs.resolve_start_model(args)
     model = start_model(args, data, model_file)
     mask = load_mask(args.path, model) if args.path else None
-    plan = plan_forget_set(configs.forget_spec(args, start_model=model_file), data, model_file=model_file)
+    spec = configs.forget_spec(args, start_model=model_file)
+    plan = plan_forget_set(spec, data)
     model_name = paths.model_name_of(model_file) if model_file is not None else configs.default_pretrained(args).name
-    run_dir = None if args.es else _check_run_dir(args, plan, model_name, mask, retrain)
+    tag = None if args.es else method_tag(args.unlearn, configs.unlearn_config(args), args.path)
+    run_dir = None if args.es else _check_run_dir(args, plan, model_name, tag, retrain)
 
-    fs = load_or_build(plan, configs.forget_spec(args, start_model=model_file), data, device=device)
+    fs = load_or_build(plan, spec, data, device=device)
     if args.path and model_file is not None:
         _warn_mask_provenance(args.path, model_file, fs)
     model = prepare_model(model, device)
@@ -82,7 +85,6 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
         params = dict(model.named_parameters())
         mask = {n: m.to(params[n].device) for n, m in mask.items()}
     cfg = configs.unlearn_config(args, mask)
-    tag = method_tag(args.unlearn, cfg, args.path)
     fs_file = Path(plan.path)
     fs_sha = sha256_file(fs_file)
     if info.is_main:
@@ -102,8 +104,8 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
               + (f" x{info.world} ranks" if info.enabled else "") + f" -> {run_dir}")
 
     torch.manual_seed(args.seed)
-    task = UnlearnTask(model=model, data=data.to(device), forget_ids=as_ids(fs.forget_ids),
-                       retain_ids=as_ids(fs.retain_ids), device=device, seed=args.seed,
+    task = UnlearnTask(model=model, data=data.to(device), forget_ids=np.asarray(fs.forget_ids, np.int64),
+                       retain_ids=np.asarray(fs.retain_ids, np.int64), device=device, seed=args.seed,
                        generator=torch.Generator().manual_seed(args.seed))
     seconds = run_timed(args.unlearn, task, cfg, device)
     model = unwrap(task.model)
@@ -122,11 +124,9 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     return 0
 
 
-def _check_run_dir(args: argparse.Namespace, plan: ForgetPlan, model_name: str, mask: dict | None,
-                   retrain: bool) -> Path:
+def _check_run_dir(args: argparse.Namespace, plan: ForgetPlan, model_name: str, tag: str, retrain: bool) -> Path:
     """The run directory, refused when it holds a finished (or, without --resume, an unfinished)
     run or cannot be written."""
-    tag = method_tag(args.unlearn, configs.unlearn_config(args, mask), args.path)
     run_dir = paths.unlearn_run_dir(args.ckpts, plan.name, model_name, tag, args.seed)
     if is_complete(run_dir) and not args.overwrite:
         raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it")

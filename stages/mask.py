@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
     model_file = configs.resolve_start_model(args)
     spec = configs.forget_spec(args, start_model=model_file)
-    plan = plan_forget_set(spec, data, model_file=model_file)
+    plan = plan_forget_set(spec, data)
     model = load_model_file(model_file, spec, data, device)
     fs = load_or_build(plan, spec, data, device=device, log=note)
     if args.unlearn_epochs != 1:

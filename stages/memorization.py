@@ -23,13 +23,14 @@ import argparse
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from forget_sets.select import memorization_groups
+from evaluation.metrics import spearman
+from forget_sets.select import group_means
 from memorization.computed_proxies import holdout_retraining, loss_curvature
 from memorization.estimator import (Progress, describe_ids, load_progress, merge_progress, new_progress,
                                     recipe_mismatch, save_progress, score_path, shard_models, shard_path,
@@ -129,9 +130,8 @@ def estimator_manifest(args: argparse.Namespace, data: ImageData) -> dict:
 
 
 def estimator_recipe(args: argparse.Namespace) -> Recipe:
-    """The recipe flags as given, never augmented, never SAM."""
-    return Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
-                  weight_decay=args.weight_decay, warmup=args.warmup, augment=False)
+    """The pretraining recipe flags as given, never augmented, never SAM."""
+    return replace(pretrain_recipe(args), augment=False, sam=None)
 
 
 @dataclass
@@ -285,29 +285,8 @@ def run_merge(args: argparse.Namespace, out_dir: Path) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Summary: group means and Spearman correlations with the proxies
+# Summary: group means (forget_sets.select.group_means) and Spearman correlations with the proxies
 # --------------------------------------------------------------------------------------------
-
-def group_means(train_ids: np.ndarray, scores: np.ndarray, n: int) -> dict[str, float]:
-    """Mean score of the high/mid/low memorization groups of size n (forget_sets.select rules).
-    ``scores[k]`` is the score of ``train_ids[k]``."""
-    groups = memorization_groups(train_ids, scores, n)
-    pos = {int(g): k for k, g in enumerate(np.asarray(train_ids, dtype=np.int64))}
-    s = np.asarray(scores, dtype=np.float64)
-    return {name: float(s[[pos[int(i)] for i in ids]].mean()) for name, ids in groups.items()}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
-    """Spearman's rho of ``a`` and ``b`` over the positions where both are finite, and that count."""
-    from scipy.stats import spearmanr
-
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    keep = np.isfinite(a) & np.isfinite(b)
-    if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
-        return float("nan"), int(keep.sum())
-    return float(spearmanr(a[keep], b[keep])[0]), int(keep.sum())
-
 
 def proxy_sources(args: argparse.Namespace) -> list[Path]:
     """The proxy files to compare with: the pretrained run's and the memorization directory's."""

@@ -28,14 +28,14 @@ import torch
 from arg_parser import build_parser, given_flags
 from evaluation.evaluate import evaluate
 from forget_sets.file import ForgetSet, sha256_file
-from forget_sets.kinds import memorization_scores, plan_forget_set, proxy_file_for
+from forget_sets.kinds import ForgetPlan, ForgetSpec, memorization_scores, plan_forget_set, proxy_file_for
 from forget_sets.select import memorization_groups
 from forget_sets.store import forget_ids_sha256, load_or_build
 from memorization.proxies import PROXIES, PROXY_SIGN
 from memorization.scores import load_proxy
 from stages import configs
 from stages.common import finish_run, main_of, pct, run_timed, start_model, unlearn_metrics
-from trainer.device import prepare_model
+from trainer.device import prepare_model, synchronize
 from unlearn.base import UnlearnTask
 from unlearn.config import hparams_record, optimizer_tag_parts
 from unlearn.rum import (DEFAULT_MASK_RATIO, DEFAULT_PLANS, NONE, STEP_METHODS, Step, StepHparams, group_labels,
@@ -216,7 +216,8 @@ class RumJob:
     model: torch.nn.Module
     model_file: Path
     model_name: str
-    fs_plan: Any  # forget_sets.kinds.ForgetPlan
+    spec: ForgetSpec  # the forget set main_forget.py builds from the same flags
+    fs_plan: ForgetPlan
     key_by_id: np.ndarray  # memorization key (rises with memorization), indexed by global id
     key_info: dict[str, Any]
     scores: np.ndarray | None  # true memorization scores (mem grouping)
@@ -233,7 +234,7 @@ def prepare(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
     model = start_model(args, data, model_file)
     # the forget set main_forget.py builds from the same flags; --shuffle and --mem_proxy are RUM's here
     spec = configs.forget_spec(args, start_model=model_file, mem_proxy=None, shuffle=False)
-    fs_plan = plan_forget_set(spec, data, model_file=model_file)
+    fs_plan = plan_forget_set(spec, data)
     n_planned = fs_plan.manifest.get("n")
     if n_planned is not None and int(n_planned) < rp.k:
         raise UserError(f"--rum_groups {rp.k}: more groups than the {n_planned} examples of the forget set")
@@ -244,7 +245,7 @@ def prepare(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
         key_by_id[data.train_ids] = scores[data.train_ids]
         key_info = {"grouping": "memorization", "proxy": None, "proxy_negative": None, "score_file": str(key_file)}
     else:
-        key_file = proxy_file_for(configs.forget_spec(args, start_model=model_file), rp.proxy, model_file)
+        key_file = proxy_file_for(spec, rp.proxy)
         values = load_proxy(key_file, rp.proxy, data.train_ids)
         key_by_id[data.train_ids] = memorization_key(values, negative=PROXY_SIGN[rp.proxy])
         key_info = {"grouping": "proxy", "proxy": rp.proxy, "proxy_negative": PROXY_SIGN[rp.proxy],
@@ -255,7 +256,7 @@ def prepare(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
     if is_complete(run_dir) and not args.overwrite:
         raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it")
     check_writable(run_dir, "--ckpts")
-    return RumJob(args, rp, device, data, model, model_file, model_name, fs_plan, key_by_id, key_info, scores,
+    return RumJob(args, rp, device, data, model, model_file, model_name, spec, fs_plan, key_by_id, key_info, scores,
                   run_dir)
 
 
@@ -289,8 +290,7 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
     which flags were given. Returns the exit status."""
     job = prepare(args, prog, grouping, command_line)
     rp, k = job.plan, job.plan.k
-    fs = load_or_build(job.fs_plan, configs.forget_spec(args, start_model=job.model_file, mem_proxy=None,
-                                                        shuffle=False), job.data, device=job.device)
+    fs = load_or_build(job.fs_plan, job.spec, job.data, device=job.device)
     groups, sizes, matches_mix = make_groups(job, fs)
     labels = group_labels(k, bool(args.shuffle))
     retains = step_retain_sets(fs.retain_ids, groups)
@@ -333,24 +333,19 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
     return 0
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_step(job: RumJob, data_dev: ImageData, model: torch.nn.Module,
              step: Step) -> tuple[torch.nn.Module, float, dict[str, Any]]:
     """One step: its method on its group (SalUn: the saliency mask first, on the current model)."""
     args, device, ns = job.args, job.device, step.info["args"]
     mask, fraction, mask_seconds = None, None, 0.0
     if step.method == "RL":
-        _synchronize(device)
+        synchronize(device)
         t0 = time.perf_counter()
         grads = forget_gradients(model, data_dev, step.forget_ids, device, args.batch_size)
         mask = saliency_masks(grads, [job.plan.mask_ratio], args.mask_order)[job.plan.mask_ratio]
         params = dict(model.named_parameters())
         mask = {n: t.to(params[n].device) for n, t in mask.items()}
-        _synchronize(device)
+        synchronize(device)
         mask_seconds = time.perf_counter() - t0
         fraction = mask_fraction(mask)
     cfg = configs.unlearn_config(ns, mask)

@@ -118,3 +118,28 @@ def run_cli(module, argv, monkeypatch, capsys, cwd) -> tuple[int, str, str]:
 def state_copy(model) -> dict:
     """A detached CPU copy of the model's state (for comparisons)."""
     return {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+
+
+def pretrained_workdir(d: Path, train_argv: list[str]) -> Path:
+    """``d`` holding a model pretrained by ``main_train.py train_argv`` (a subprocess, one thread)
+    and a synthetic digits score file ``ckpts/memorization/digits_memorization.npz``."""
+    import subprocess
+
+    subprocess.run([sys.executable, str(REPO / "main_train.py"), *train_argv], cwd=d, check=True,
+                   capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    (d / "ckpts" / "memorization").mkdir(parents=True)
+    np.savez(d / "ckpts" / "memorization" / "digits_memorization.npz",
+             memorization=np.random.RandomState(0).rand(1437))
+    return d
+
+
+def exit_code(module, argv, monkeypatch) -> int:
+    """Run an entry script in-process as ``python <script> argv``; its exit status."""
+    import pytest
+
+    from utils.cli import run_main
+
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *[str(a) for a in argv]])
+    with pytest.raises(SystemExit) as e:
+        run_main(module.main)
+    return e.value.code or 0

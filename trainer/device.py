@@ -38,5 +38,11 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA; a no-op elsewhere), so a timer measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device).to(memory_format=torch.channels_last)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from trainer.device import autocast
+from trainer.device import autocast, synchronize
 from trainer.fit import Recipe
 from trainer.schedule import cosine_factor
 from trainer.step import NonFiniteLoss
@@ -178,11 +178,6 @@ def batchable(recipe: Recipe) -> str | None:
     return None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def compare_step_times(models: Sequence[nn.Module], xb: torch.Tensor, yb: torch.Tensor, recipe: Recipe,
                        device: torch.device, repeats: int = 3) -> tuple[float | None, float, str | None]:
     """Seconds of one batched step of all ``models`` and of M one-model steps, measured on copies
@@ -218,10 +213,10 @@ def compare_step_times(models: Sequence[nn.Module], xb: torch.Tensor, yb: torch.
         opt.step()
 
     def timed(fn) -> float:
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         return time.perf_counter() - t0
 
     single_step()

@@ -83,6 +83,5 @@ def hparams_record(method: str, cfg: UnlearnConfig, *, mask_file: str | None, ma
                          "milestones": list(cfg.milestones), "augment": cfg.augment,
                          "separate": list(cfg.separate) if cfg.separate else None,
                          "mask_file": mask_file, "mask_fraction": mask_fraction}
-    for name in METHODS[method].hparams if method in METHODS else ():
-        h[name] = getattr(cfg, name)
+    h.update({name: getattr(cfg, name) for name in METHODS[method].hparams})
     return h

@@ -82,3 +82,14 @@ def test_collapsed():
     assert not collapsed(0.16, 10)
     assert not collapsed(0.5, 100)
     assert collapsed(0.02, 100, margin=0.01)
+
+
+def test_spearman():
+    from evaluation.metrics import spearman
+
+    s = np.linspace(-0.1, 0.9, 10)
+    rho, n = spearman(s, -s ** 3)
+    assert np.isclose(rho, -1.0) and n == 10
+    rho, n = spearman(np.r_[s, np.nan], np.r_[s, 1.0])
+    assert np.isclose(rho, 1.0) and n == 10
+    assert np.isnan(spearman(np.ones(5), np.arange(5))[0])

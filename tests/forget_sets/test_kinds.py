@@ -45,8 +45,8 @@ def _quiet(msg):
 _quiet.lines = []
 
 
-def _build(args, data, **kw):
-    return build_forget_set(forget_spec(args), data, log=_quiet, **kw)
+def _build(args, data, model_file=None, **kw):
+    return build_forget_set(forget_spec(args, start_model=model_file), data, log=_quiet, **kw)
 
 
 def plan_forget_set(args, data):

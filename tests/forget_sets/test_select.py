@@ -262,3 +262,12 @@ def test_forget_set_names():
                             "shuffle": True}) == "cifar10_mem-mix_n3000_seed2_shuffle"
     assert forget_set_name({"dataset": "cifar10", "kind": "random", "n": 10, "seed": 2, "split_seed": 3}) == \
         "cifar10_random_n10_seed2_split3"
+
+
+def test_group_means():
+    from forget_sets.select import group_means
+
+    ids = np.arange(10, 20)
+    s = np.linspace(-0.1, 0.9, 10)
+    g = group_means(ids, s, 2)
+    assert np.isclose(g["high"], (0.9 + s[-2]) / 2) and np.isclose(g["low"], (s[0] + s[1]) / 2)

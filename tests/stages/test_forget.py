@@ -15,7 +15,7 @@ import main_forget
 import main_random
 from models import build_model
 from utils.rundir import save_model
-from helpers import run_cli
+from helpers import pretrained_workdir, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # a tiny model: threads only add overhead (and contention)
@@ -35,13 +35,8 @@ METRIC_KEYS = {"method", "method_tag", "dataset", "arch", "seed", "forget_set", 
 def workdir(tmp_path_factory):
     """A working directory holding a pretrained digits cnn_s (main_train.py, 8 epochs) and a
     synthetic memorization score file."""
-    d = tmp_path_factory.mktemp("forget_e2e")
-    subprocess.run([sys.executable, str(REPO / "main_train.py"), *PRETRAIN], cwd=d, check=True,
-                   capture_output=True, text=True, timeout=600, env=ENV)
+    d = pretrained_workdir(tmp_path_factory.mktemp("forget_e2e"), PRETRAIN)
     assert (d / "ckpts" / "original" / RUN / "model.pt").is_file()
-    (d / "ckpts" / "memorization").mkdir(parents=True)
-    np.savez(d / "ckpts" / "memorization" / "digits_memorization.npz",
-             memorization=np.random.RandomState(0).rand(1437))
     return d
 
 

@@ -1,12 +1,12 @@
 """imagenet_mem_subset.py on a fake ImageFolder and a fake imagenet_index.npz."""
-import sys
 
 import numpy as np
 import pytest
+
+from helpers import exit_code
 from PIL import Image
 
 import imagenet_mem_subset
-from utils.cli import run_main
 from forget_sets.file import load_forget_set
 
 # class folder -> image stems; ImageFolder order: classes sorted, files sorted within a class
@@ -31,10 +31,7 @@ def fake(tmp_path):
 
 
 def run(monkeypatch, argv):
-    monkeypatch.setattr(sys, "argv", ["imagenet_mem_subset.py", *argv])
-    with pytest.raises(SystemExit) as e:
-        run_main(imagenet_mem_subset.main)
-    return e.value.code or 0
+    return exit_code(imagenet_mem_subset, argv, monkeypatch)
 
 
 def _ids(stems):

@@ -1,22 +1,21 @@
 """main_memorization.py (stages/memorization.py) end to end on digits (tiny: a few mlp models, one
 epoch), in process; and the summary's group means and Spearman correlation."""
 import json
-import sys
 
 import numpy as np
 import pytest
+
+from helpers import exit_code
 
 import main_memorization
 import stages.memorization as stage
 from arg_parser import parse_args
 from models import build_model
 from utils.rundir import save_model
-from utils.cli import run_main
 from utils.data import load_data
 from memorization.estimator import load_progress, save_progress, score_path, shard_path, summary_path
 from memorization.scores import load_scores
 from stages.configs import default_pretrained
-from stages.memorization import group_means, spearman
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +34,7 @@ def _args(tmp_path, *extra, models=4):
 
 
 def run(monkeypatch, argv):
-    monkeypatch.setattr(sys, "argv", ["main_memorization.py", *argv])
-    with pytest.raises(SystemExit) as e:
-        run_main(main_memorization.main)
-    return e.value.code or 0
+    return exit_code(main_memorization, argv, monkeypatch)
 
 
 def _error(capsys):
@@ -160,15 +156,3 @@ def test_proxies(tmp_path, monkeypatch, capsys, data):
         assert meta["ho_ret"]["holdout"] == "test" and meta["curvature"]["h"] == 0.01
     assert run(monkeypatch, argv + ["--proxies", "curvature"]) == 2
     assert "already holds curvature" in _error(capsys)
-
-
-def test_group_means_and_spearman():
-    ids = np.arange(10, 20)
-    s = np.linspace(-0.1, 0.9, 10)
-    g = group_means(ids, s, 2)
-    assert np.isclose(g["high"], (0.9 + s[-2]) / 2) and np.isclose(g["low"], (s[0] + s[1]) / 2)
-    rho, n = spearman(s, -s ** 3)
-    assert np.isclose(rho, -1.0) and n == 10
-    rho, n = spearman(np.r_[s, np.nan], np.r_[s, 1.0])
-    assert np.isclose(rho, 1.0) and n == 10
-    assert np.isnan(spearman(np.ones(5), np.arange(5))[0])

@@ -5,8 +5,6 @@ forget set, and the refusals of bad input (exit status 2, one line, nothing writ
 digits has 1,297 training examples, so the README's ``--num_indexes_to_replace 3000`` becomes 90."""
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,7 @@ import main_rum
 import main_rum_proxy
 import unlearn
 from unlearn.rum import shuffled_groups
-from helpers import run_cli
+from helpers import pretrained_workdir, run_cli
 from forget_sets.file import load_forget_set
 from forget_sets.select import memorization_groups
 from results.runs import discover
@@ -40,14 +38,9 @@ METRIC_KEYS = {"method", "method_tag", "dataset", "arch", "seed", "forget_set", 
 def workdir(tmp_path_factory):
     """A pretrained digits cnn_s (README flags, 6 epochs; main_train.py also writes proxies.npz)
     and a synthetic memorization score file."""
-    d = tmp_path_factory.mktemp("rum_e2e")
-    subprocess.run([sys.executable, str(REPO / "main_train.py"), "--dataset", "digits", "--arch", "cnn_s",
-                    "--epochs", "6", "--lr", "0.1", "--batch_size", "256"], cwd=d, check=True, capture_output=True,
-                   text=True, timeout=600, env=ENV)
+    d = pretrained_workdir(tmp_path_factory.mktemp("rum_e2e"), ["--dataset", "digits", "--arch", "cnn_s",
+                                                                 "--epochs", "6", "--lr", "0.1", "--batch_size", "256"])
     assert (d / "ckpts" / "original" / RUN / "proxies.npz").is_file()
-    (d / "ckpts" / "memorization").mkdir(parents=True)
-    np.savez(d / "ckpts" / "memorization" / "digits_memorization.npz",
-             memorization=np.random.RandomState(0).rand(1437))
     return d
 
 
