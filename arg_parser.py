@@ -10,7 +10,9 @@ what is accepted, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from forget_sets.select import LEVELS, parse_mem
@@ -34,16 +36,34 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(t) for t in str(text).split(",") if t.strip() != ""]
+        values = [int(t) for t in str(text).split(",") if t.strip() != ""]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return values
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _float_list(text: str) -> list[float]:
     try:
-        return [float(t) for t in str(text).split(",") if t.strip() != ""]
+        values = [float(t) for t in str(text).split(",") if t.strip() != ""]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one number, got {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
+    return values
 
 
 def _str_list(text: str) -> list[str]:
@@ -86,9 +106,9 @@ def _add_data(p: OneLineParser) -> None:
 def _add_training(p: OneLineParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--batch_size", type=int, default=256)
-    g.add_argument("--lr", type=float, default=0.1, help="pretraining learning rate")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--weight_decay", type=float, default=5e-4)
+    g.add_argument("--lr", type=_finite_float, default=0.1, help="pretraining learning rate")
+    g.add_argument("--momentum", type=_finite_float, default=0.9)
+    g.add_argument("--weight_decay", type=_finite_float, default=5e-4)
     g.add_argument("--epochs", type=int, default=50, help="pretraining epochs")
     g.add_argument("--warmup", type=int, default=0, help="warm-up epochs")
     g.add_argument("--no_aug", action="store_true", help="no training augmentation")
@@ -100,8 +120,8 @@ def _add_training(p: OneLineParser) -> None:
 def _add_sam(p: OneLineParser) -> None:
     g = p.add_argument_group("SAM")
     g.add_argument("--sam", choices=("min", "max"), default=None, help="sharpness-aware optimizer sign")
-    g.add_argument("--rho", type=float, default=0.1, help="SAM radius")
-    g.add_argument("--lamb", type=float, default=1.0, help="SAM mixing coefficient lambda")
+    g.add_argument("--rho", type=_finite_float, default=0.1, help="SAM radius")
+    g.add_argument("--lamb", type=_finite_float, default=1.0, help="SAM mixing coefficient lambda")
     g.add_argument("--adaptive", action="store_true", help="adaptive SAM (ASAM)")
     g.add_argument("--separate", nargs=2, metavar=("RETAIN", "FORGET"), choices=("min", "max"), default=None,
                    help="Sharp MinMax: SAM signs of the retain and forget steps (needs --path)")
@@ -125,17 +145,17 @@ def _add_unlearning(p: OneLineParser) -> None:
     g.add_argument("--unlearn", default=None, help=f"unlearning method: {', '.join(UNLEARN_METHODS)}")
     g.add_argument("--mask", default=None, help="model to start from: run directory, model.pt or original checkpoint")
     g.add_argument("--path", default=None, help="saliency-mask file")
-    g.add_argument("--unlearn_lr", type=float, default=0.01)
+    g.add_argument("--unlearn_lr", type=_finite_float, default=0.01)
     g.add_argument("--unlearn_epochs", type=int, default=10)
     g.add_argument("--unlearn_optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="(new) sgd (RUM, SalUn) or adamw (the sharp-unlearn release)")
     g.add_argument("--decreasing_lr", type=_int_list, default=[91, 136], help="MultiStepLR milestones while unlearning")
-    g.add_argument("--alpha", type=float, default=0.99, help="NG retain weight; FT_prune L1; wfisher scale")
+    g.add_argument("--alpha", type=_finite_float, default=0.99, help="NG retain weight; FT_prune L1; wfisher scale")
     g.add_argument("--no-l1-epochs", dest="no_l1_epochs", type=int, default=0, help="FT_prune: last epochs without L1")
-    g.add_argument("--beta", type=float, default=None, help="SCRUB KL weight")
-    g.add_argument("--gamma", type=float, default=None, help="SCRUB CE weight")
+    g.add_argument("--beta", type=_finite_float, default=None, help="SCRUB KL weight")
+    g.add_argument("--gamma", type=_finite_float, default=None, help="SCRUB CE weight")
     g.add_argument("--msteps", type=int, default=None, help="SCRUB max-steps epochs")
-    g.add_argument("--kd_T", type=float, default=None, help="SCRUB temperature")
+    g.add_argument("--kd_T", type=_finite_float, default=None, help="SCRUB temperature")
     g.add_argument("--no_save", action="store_true", help="do not write the unlearned model")
     g.add_argument("--es", action="store_true", help="entanglement score of the forget set")
 
@@ -151,14 +171,14 @@ def _add_masks(p: OneLineParser) -> None:
 def _add_memorization(p: OneLineParser) -> None:
     g = p.add_argument_group("memorization (main_memorization.py)")
     g.add_argument("--num_models", type=int, default=128, help="(new) models of the subsampled estimator")
-    g.add_argument("--subset_ratio", type=float, default=0.7, help="(new) fraction of the training split per model")
+    g.add_argument("--subset_ratio", type=_finite_float, default=0.7, help="(new) fraction of the training split per model")
     g.add_argument("--shard", type=int, default=None, help="(new) this shard's index")
     g.add_argument("--num_shards", type=int, default=1, help="(new) number of shards")
     g.add_argument("--merge", action="store_true", help="(new) merge the shards into the score file")
     g.add_argument("--proxies", type=_str_list, default=None, help="(new) proxies to compute: ho_ret,curvature")
-    g.add_argument("--ft_lr", type=float, default=0.1, help="holdout-retraining learning rate")
+    g.add_argument("--ft_lr", type=_finite_float, default=0.1, help="holdout-retraining learning rate")
     g.add_argument("--ft_epochs", type=int, default=30, help="holdout-retraining epochs")
-    g.add_argument("--h", type=float, default=0.01, help="loss-curvature step")
+    g.add_argument("--h", type=_finite_float, default=0.01, help="loss-curvature step")
 
 
 def _add_rum(p: OneLineParser) -> None:
@@ -207,6 +227,68 @@ def given_flags(argv: Sequence[str] | None, names: Sequence[str], prog: str | No
     return {d for d in names if getattr(ns, d) is not None}
 
 
+@dataclass(frozen=True)
+class Domain:
+    """The values a numeric flag accepts (every float flag is also finite: :func:`_finite_float`)."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False  # low itself is excluded
+    open_high: bool = False
+    integer: bool = False
+
+    def accepts(self, v: float) -> bool:
+        return not ((self.low is not None and (v < self.low or (self.open_low and v == self.low)))
+                    or (self.high is not None and (v > self.high or (self.open_high and v == self.high))))
+
+    def describe(self) -> str:
+        kind = "an integer " if self.integer else ""
+        if self.high is None:
+            return f"{kind}{'>' if self.open_low else '>='} {_num(self.low)}"
+        return (f"{kind}in {'(' if self.open_low else '['}{_num(self.low)}, {_num(self.high)}"
+                f"{')' if self.open_high else ']'}")
+
+
+def _num(v: float) -> str:
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
+SEED = Domain(0, 2 ** 32 - 1, integer=True)  # numpy's RandomState takes seeds in [0, 2**32)
+# Every numeric flag's domain (list flags: each value), checked before any work; --lamb takes any finite number.
+DOMAINS: dict[str, Domain] = {
+    "split_seed": SEED, "seed": SEED, "train_seed": SEED, "gpu": Domain(0, integer=True),
+    "workers": Domain(0, integer=True), "batch_size": Domain(1, integer=True), "lr": Domain(0),
+    "momentum": Domain(0, 1), "weight_decay": Domain(0), "epochs": Domain(1, integer=True),
+    "warmup": Domain(0, integer=True), "rho": Domain(0), "lamb": Domain(),
+    "num_indexes_to_replace": Domain(1, integer=True),
+    "class_to_replace": Domain(-1, integer=True), "group_index": Domain(-1, integer=True), "unlearn_lr": Domain(0),
+    "unlearn_epochs": Domain(0, integer=True), "decreasing_lr": Domain(0, integer=True), "alpha": Domain(0),
+    "no_l1_epochs": Domain(0, integer=True), "beta": Domain(0), "gamma": Domain(0),
+    "msteps": Domain(0, integer=True), "kd_T": Domain(0, open_low=True), "mask_ratio": Domain(0, 1, open_low=True),
+    "num_models": Domain(1, integer=True), "subset_ratio": Domain(0, 1, open_low=True, open_high=True),
+    "num_shards": Domain(1, integer=True), "ft_lr": Domain(0), "ft_epochs": Domain(1, integer=True),
+    "h": Domain(0, open_low=True), "rum_lr": Domain(0), "rum_epochs": Domain(0, integer=True),
+    "rum_alpha": Domain(0), "rum_groups": Domain(1, integer=True),
+}
+
+
+def _flag(dest: str) -> str:
+    return "--no-l1-epochs" if dest == "no_l1_epochs" else f"--{dest}"
+
+
+def check_domains(args: argparse.Namespace) -> None:
+    """Every numeric flag within its :data:`DOMAINS` entry (unset flags are skipped)."""
+    for dest, domain in DOMAINS.items():
+        value = getattr(args, dest, None)
+        for v in (value if isinstance(value, list) else [value]):
+            if v is not None and not domain.accepts(v):
+                shown = ",".join(map(_num, value)) if isinstance(value, list) else _num(v)
+                raise UserError(f"{_flag(dest)} {shown}: must be {domain.describe()}")
+    if args.warmup and args.warmup >= args.epochs:
+        raise UserError(f"--warmup {args.warmup}: must be less than --epochs {args.epochs} (warm-up epochs are "
+                        f"part of the training epochs)")
+
+
 def validate_common(args: argparse.Namespace) -> None:
     """Checks that do not need any file: canonical names and ranges."""
     args.dataset = canonical_dataset(args.dataset)
@@ -214,21 +296,7 @@ def validate_common(args: argparse.Namespace) -> None:
     if arch not in ARCHS:
         raise UserError(f"--arch {args.arch!r}: unknown architecture; accepted: {', '.join(sorted(ARCHS))}")
     args.arch = arch
-    for flag, value, low in (("--epochs", args.epochs, 1), ("--batch_size", args.batch_size, 1),
-                             ("--unlearn_epochs", args.unlearn_epochs, 0), ("--warmup", args.warmup, 0),
-                             ("--num_models", args.num_models, 1), ("--num_shards", args.num_shards, 1)):
-        if value < low:
-            raise UserError(f"{flag} {value}: must be an integer >= {low}")
-    for flag, value in (("--lr", args.lr), ("--unlearn_lr", args.unlearn_lr), ("--weight_decay", args.weight_decay),
-                        ("--momentum", args.momentum)):
-        if value < 0:
-            raise UserError(f"{flag} {value}: must be >= 0")
-    if args.rho < 0:
-        raise UserError(f"--rho {args.rho}: must be >= 0")
-    if args.num_indexes_to_replace is not None and args.num_indexes_to_replace < 1:
-        raise UserError(f"--num_indexes_to_replace {args.num_indexes_to_replace}: must be >= 1")
-    if not 0 < args.subset_ratio < 1:
-        raise UserError(f"--subset_ratio {args.subset_ratio}: must be in (0, 1)")
+    check_domains(args)
     if args.shard is not None and not 0 <= args.shard < args.num_shards:
         raise UserError(f"--shard {args.shard}: must be in [0, --num_shards {args.num_shards})")
     if args.unlearn is not None:

@@ -222,6 +222,9 @@ def _plan_es(spec: ForgetSpec, base: dict[str, Any]) -> _Planned:
 def _plan_random(spec: ForgetSpec, base: dict[str, Any], classes: list[int]) -> _Planned:
     if spec.shuffle:
         raise UserError("--shuffle applies to --mem / --mem_proxy forget sets only")
+    if spec.seed < 1:
+        raise UserError(f"--seed {spec.seed}: random and class-wise forget sets are drawn with RandomState(seed - 1) "
+                        f"(the original's rule), so --seed must be >= 1 here")
     n = spec.num_indexes_to_replace
     if -1 not in classes:
         m = {**base, "kind": "class", "classes": classes, "n": n, "seed": int(spec.seed)}

@@ -111,8 +111,6 @@ def check_method(args: argparse.Namespace, allowed: tuple[str, ...] | None = Non
     for k, v in method.defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, type(v)(v))
-    if args.unlearn == "SCRUB" and (args.msteps < 0 or args.kd_T <= 0):
-        raise UserError(f"--msteps {args.msteps} / --kd_T {args.kd_T}: need msteps >= 0 and kd_T > 0")
     if args.unlearn == "NG" and not 0.0 <= args.alpha <= 1.0:
         raise UserError(f"--alpha {args.alpha}: NG's retain weight must be in [0, 1]")
 

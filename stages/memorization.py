@@ -78,13 +78,6 @@ def check_proxy_flags(args: argparse.Namespace) -> None:
             raise UserError(f"--proxies {name!r}: unknown proxy; accepted: {', '.join(COMPUTED_PROXIES)}")
     if args.merge or args.shard is not None:
         raise UserError("--proxies computes proxies only; run the estimator (--shard/--merge) without it")
-    if "ho_ret" in args.proxies:
-        if args.ft_epochs < 1:
-            raise UserError(f"--ft_epochs {args.ft_epochs}: must be an integer >= 1")
-        if args.ft_lr < 0:
-            raise UserError(f"--ft_lr {args.ft_lr}: must be >= 0")
-    if "curvature" in args.proxies and not args.h > 0:
-        raise UserError(f"--h {args.h}: must be > 0")
 
 
 def check_args(args: argparse.Namespace) -> None:

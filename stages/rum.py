@@ -148,15 +148,10 @@ def _rum_methods(args: argparse.Namespace, k: int, grouping: str) -> tuple[list[
     if methods is None and unlearn is None and k != len(default):
         raise UserError(f"--rum_groups {k}: the default plan ({'/'.join(s.method for s in default)}) has "
                         f"{len(default)} steps; pass --rum_methods with {k} methods or --unlearn METHOD")
-    for flag, values, low in (("--rum_lr", args.rum_lr, 0.0), ("--rum_epochs", args.rum_epochs, 0),
-                              ("--rum_alpha", args.rum_alpha, None)):
-        if values is None:
-            continue
-        if len(values) != k:
+    for flag, values in (("--rum_lr", args.rum_lr), ("--rum_epochs", args.rum_epochs), ("--rum_alpha", args.rum_alpha)):
+        if values is not None and len(values) != k:  # each value's range: arg_parser.DOMAINS
             raise UserError(f"{flag} {','.join(f'{v:g}' for v in values)}: {len(values)} values, expected {k} "
                             f"(one per group, low -> high memorization; --rum_groups {k})")
-        if low is not None and any(v < low for v in values):
-            raise UserError(f"{flag} {','.join(f'{v:g}' for v in values)}: values must be >= {low}")
     return methods, unlearn
 
 
@@ -164,8 +159,6 @@ def plan_rum(args: argparse.Namespace, argv: Sequence[str] | None, prog: str, gr
     """Validate the RUM flags and resolve each step's method and hyperparameters."""
     proxy = _check_rum_flags(args, prog, grouping)
     k = int(args.rum_groups)
-    if k < 1:
-        raise UserError(f"--rum_groups {k}: must be an integer >= 1")
     methods, unlearn = _rum_methods(args, k, grouping)
     given = given_flags(argv, ("unlearn_lr", "unlearn_epochs", "alpha"), prog)
     defaults = build_parser(prog).parse_args([])
