@@ -156,6 +156,8 @@ def load_data(name: str, root: str | Path = "datasets", *, split_seed: int = 1, 
                             f"{', '.join(sorted(STREAMED))} only")
         x, y, tx, ty, num_classes = _LOADERS[name](root, download)
         x, tx = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(tx))
+    if len(y) == 0 or len(ty) == 0:
+        raise UserError(f"--data: {name} under {root} has no {'training' if len(y) == 0 else 'test'} images")
     train_ids, val_ids = validation_split(y, split_seed)
     mean, std = NORMALIZATION[name]
     return ImageData(name, x, torch.from_numpy(y.astype(np.int64)), tx, torch.from_numpy(ty.astype(np.int64)),
@@ -180,6 +182,32 @@ def _missing(name: str, path: Path, how: str) -> UserError:
     return UserError(f"--data: {name} not found at {path}; {how}")
 
 
+def _unreadable(path: Path, e: BaseException) -> UserError:
+    """The one-line error for a damaged data file: its path and the exception, whitespace collapsed."""
+    detail = " ".join(f"{type(e).__name__}: {e}".split())
+    return UserError(f"--data: cannot read {path}: {detail[:300]}")
+
+
+def _entry(d: dict, key: str):
+    """``d[key]`` from a CIFAR pickle whose keys are bytes (Python 2 files, read with
+    ``encoding="bytes"``) or str (files written by Python 3); ValueError when it has no such key."""
+    if not isinstance(d, dict):
+        raise ValueError(f"holds a {type(d).__name__}, not a dict")
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    raise ValueError(f"no {key!r} entry")
+
+
+def _check_labels(path: Path, y: np.ndarray, n: int, num_classes: int) -> None:
+    """A UserError naming ``path`` unless ``y`` is ``n`` labels in ``0..num_classes-1``."""
+    if y.ndim != 1 or len(y) != n:
+        raise UserError(f"--data: {path} holds {n} images but {y.size} labels")
+    bad = y[(y < 0) | (y >= num_classes)]
+    if len(bad):
+        raise UserError(f"--data: {path} has label {int(bad[0])}, outside 0..{num_classes - 1}")
+
+
 def _cifar(root: Path, download: bool, hundred: bool):
     sub = "cifar100" if hundred else "cifar10"
     folder = root / sub / ("cifar-100-python" if hundred else "cifar-10-batches-py")
@@ -192,26 +220,30 @@ def _cifar(root: Path, download: bool, hundred: bool):
         raise _missing(sub, folder, "pass --download to fetch it with torchvision, or unpack the python "
                        "version of the archive there")
     files = (["train"], ["test"]) if hundred else ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
-    key = b"fine_labels" if hundred else b"labels"
+    key = "fine_labels" if hundred else "labels"
+    num_classes = 100 if hundred else 10
 
-    def read(names):
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for n in names:
             p = folder / n
             try:
                 with open(p, "rb") as f:
-                    d = pickle.load(f, encoding="bytes")
-                xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                ys.append(np.asarray(d[key], dtype=np.int64))
+                    d = pickle.load(f, encoding="bytes")  # keys: bytes (Python 2 files) or str
+                x = np.asarray(_entry(d, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(_entry(d, key), dtype=np.int64)
             except FileNotFoundError:
                 raise _missing(sub, p, "the archive is incomplete") from None
-            except Exception as e:  # corrupt pickle, wrong keys, wrong sizes
-                raise UserError(f"--data: cannot read {p}: {type(e).__name__}: {e}") from None
+            except Exception as e:  # truncated or corrupt pickle, not a dict, wrong keys, wrong sizes
+                raise _unreadable(p, e) from None
+            _check_labels(p, y, len(x), num_classes)
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
 
     x, y = read(files[0])
     tx, ty = read(files[1])
-    return x, y, tx, ty, 100 if hundred else 10
+    return x, y, tx, ty, num_classes
 
 
 def _svhn(root: Path, download: bool):
@@ -228,35 +260,88 @@ def _svhn(root: Path, download: bool):
             raise _missing("svhn", p, "pass --download to fetch it with torchvision")
         from scipy.io import loadmat
 
-        m = loadmat(p)
-        x = np.transpose(m["X"], (3, 2, 0, 1)).astype(np.uint8)
-        y = m["y"].astype(np.int64).squeeze()
+        try:  # loadmat raises ValueError, TypeError, MatReadError, NotImplementedError, ... on damage
+            m = loadmat(p)
+            X = m["X"]
+            if X.ndim != 4 or X.shape[2] != 3:
+                raise ValueError(f"'X' has shape {X.shape}, expected (H, W, 3, N)")
+            x = np.transpose(X, (3, 2, 0, 1)).astype(np.uint8)
+            y = np.asarray(m["y"]).astype(np.int64).reshape(-1)
+        except Exception as e:
+            raise _unreadable(p, e) from None
         y[y == 10] = 0
+        _check_labels(p, y, len(x), 10)
         out += [x, y]
     return out[0], out[1], out[2], out[3], 10
 
 
 def _tinyimagenet(root: Path, download: bool):
     """The ``tiny-imagenet-200`` folder: ``wnids.txt``, ``train/<wnid>/images/*.JPEG`` and
-    ``val/images`` with ``val/val_annotations.txt`` (the official validation set serves as test)."""
+    ``val/images`` with ``val/val_annotations.txt`` (the official validation set serves as test).
+    Class ``i`` is the ``i``-th wnid of ``wnids.txt``; a damaged tree is a :class:`UserError`."""
     from PIL import Image
 
     folder = root / "tiny-imagenet-200"
     if not (folder / "wnids.txt").is_file():
         raise _missing("tinyimagenet", folder, "download tiny-imagenet-200.zip from the Stanford CS231n "
                        "page and unzip it there")
-    wnids = (folder / "wnids.txt").read_text().split()
+
+    def text(p: Path) -> str:
+        try:
+            return p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise _missing("tinyimagenet", p, "the tiny-imagenet-200 folder is incomplete") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise _unreadable(p, e) from None
+
+    wnids_file = folder / "wnids.txt"
+    wnids = text(wnids_file).split()
+    if not wnids:
+        raise UserError(f"--data: {wnids_file} lists no wnids")
     index = {w: i for i, w in enumerate(wnids)}
+    if len(index) != len(wnids):
+        dup = next(w for i, w in enumerate(wnids) if index[w] != i)
+        raise UserError(f"--data: {wnids_file} lists wnid {dup!r} twice")
+    shape: list[tuple[int, ...]] = []  # the first image's shape; every other image must match
 
-    def read(paths):
-        return np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8).transpose(2, 0, 1) for p in paths])
+    def read(paths: list[Path]) -> np.ndarray:
+        out = []
+        for p in paths:
+            try:
+                with Image.open(p) as im:
+                    a = np.asarray(im.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+            except FileNotFoundError:
+                raise _missing("tinyimagenet", p, "the tiny-imagenet-200 folder is incomplete") from None
+            except Exception as e:  # PIL.UnidentifiedImageError, truncated image, ...
+                raise _unreadable(p, e) from None
+            if not shape:
+                shape.append(a.shape)
+            if a.shape != shape[0]:
+                raise UserError(f"--data: {p} is {a.shape[2]}x{a.shape[1]} pixels, the other images "
+                                f"{shape[0][2]}x{shape[0][1]}")
+            out.append(a)
+        return np.stack(out)
 
-    train = [(p, index[w]) for w in wnids for p in sorted((folder / "train" / w / "images").glob("*.JPEG"))]
+    train = []
+    for w in wnids:
+        images = folder / "train" / w / "images"
+        found = sorted(images.glob("*.JPEG"))
+        if not found:
+            raise UserError(f"--data: {images} (wnid {w!r} of {wnids_file}) has no .JPEG images")
+        train += [(p, index[w]) for p in found]
+    ann = folder / "val" / "val_annotations.txt"
     val = []
-    for line in (folder / "val" / "val_annotations.txt").read_text().splitlines():
+    for n, line in enumerate(text(ann).splitlines(), 1):
+        if not line.strip():
+            continue
         parts = line.split("\t")
-        if len(parts) >= 2:
-            val.append((folder / "val" / "images" / parts[0], index[parts[1]]))
+        if len(parts) < 2:
+            raise UserError(f"--data: {ann}: line {n} is not '<file>\\t<wnid>...': {line.strip()[:80]!r}")
+        if parts[1] not in index:
+            raise UserError(f"--data: {ann}: line {n} names wnid {parts[1]!r}, which is not in {wnids_file}")
+        val.append((folder / "val" / "images" / parts[0], index[parts[1]]))
+    if not val:
+        raise UserError(f"--data: {ann} lists no images")
     x = read([p for p, _ in train])
     tx = read([p for p, _ in val])
     return x, np.array([c for _, c in train]), tx, np.array([c for _, c in val]), len(wnids)
