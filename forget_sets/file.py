@@ -10,13 +10,16 @@ import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from utils.errors import UserError
 from forget_sets.select import _as_ids, parse_mem
 from utils.io import atomic_save_npz, json_default
+
+if TYPE_CHECKING:
+    from utils.data import ImageData
 
 
 @dataclass
@@ -52,7 +55,11 @@ def make_forget_set(train_ids: np.ndarray, forget_ids: np.ndarray, manifest: Map
 
 
 def save_forget_set(path: str | os.PathLike, fs: ForgetSet) -> None:
-    """Write ``fs`` atomically as an ``.npz`` (the path is used as given)."""
+    """Write ``fs`` atomically as an ``.npz`` (the path is used as given).
+
+    The bytes depend on the content only: ``np.savez_compressed`` stamps every zip entry with the
+    fixed date 1980-01-01 (``zipfile.ZipInfo``'s default) and the manifest is written with sorted
+    keys, so equal forget sets give equal files wherever and whenever they are written."""
     arrays: dict[str, np.ndarray] = {
         "forget_ids": np.asarray(fs.forget_ids, dtype=np.int64),
         "retain_ids": np.asarray(fs.retain_ids, dtype=np.int64),
@@ -95,9 +102,55 @@ def load_forget_set(path: str | os.PathLike) -> ForgetSet:
                             f"got {arr.dtype} of shape {arr.shape}")
     if not isinstance(manifest, dict):
         raise UserError(f"forget set file {str(p)!r}: manifest is not a JSON object")
+    check_ids(forget, retain, f"forget set file {str(p)!r}")
     return ForgetSet(forget_ids=forget.astype(np.int64, copy=False),
                      retain_ids=retain.astype(np.int64, copy=False),
                      manifest=manifest, extras=extras)
+
+
+def _dupes(ids: np.ndarray) -> np.ndarray:
+    """The distinct values that occur more than once in ``ids`` (ascending)."""
+    values, counts = np.unique(np.asarray(ids), return_counts=True)
+    return values[counts > 1]
+
+
+def check_ids(forget_ids: np.ndarray, retain_ids: np.ndarray, label: str) -> None:
+    """Refuse (one-line :class:`UserError` starting with ``label``) an empty forget or retain set
+    and repeated forget or retain ids."""
+    if len(forget_ids) == 0:
+        raise UserError(f"{label}: the forget set is empty")
+    if len(retain_ids) == 0:
+        raise UserError(f"{label}: the retain set is empty (every training example is in the forget set)")
+    for what, ids in (("forget", forget_ids), ("retain", retain_ids)):
+        d = _dupes(ids)
+        if d.size:
+            raise UserError(f"{label}: {d.size} {what} ids occur more than once, e.g. {d[:5].tolist()}")
+
+
+def check_fits(fs: ForgetSet, data: ImageData, label: str) -> None:
+    """The forget set must belong to this dataset and split, and its forget and retain ids must
+    partition the training split: no repeats, no overlap, nothing outside it, nothing missing,
+    neither part empty. Anything else is a one-line :class:`UserError` starting with ``label``."""
+    ds = fs.manifest.get("dataset")
+    if ds is not None and str(ds).lower() != data.name:
+        raise UserError(f"{label}: a forget set of {ds}, but --dataset is {data.name}")
+    split = fs.manifest.get("split_seed")
+    if split is not None and int(split) != int(data.split_seed):
+        raise UserError(f"{label}: built with --split_seed {split}, but --split_seed is {data.split_seed}")
+    forget = np.asarray(fs.forget_ids, dtype=np.int64)
+    retain = np.asarray(fs.retain_ids, dtype=np.int64)
+    check_ids(forget, retain, label)
+    where = f"{data.name} (split seed {data.split_seed})"
+    bad = np.setdiff1d(np.concatenate([forget, retain]), data.train_ids)
+    if bad.size:
+        raise UserError(f"{label}: {bad.size} ids are not training ids of {where}, e.g. {bad[:5].tolist()}")
+    both = np.intersect1d(forget, retain)
+    if both.size:
+        raise UserError(f"{label}: forget and retain ids overlap ({both.size} ids, e.g. {both[:5].tolist()})")
+    missing = np.setdiff1d(data.train_ids, np.concatenate([forget, retain]))
+    if missing.size:
+        raise UserError(f"{label}: the retain ids are not the complement of the forget ids in the training split "
+                        f"of {where}: {missing.size} training ids are in neither, e.g. {missing[:5].tolist()}")
 
 
 def forget_set_name(manifest: Mapping[str, Any]) -> str:

@@ -2,7 +2,8 @@
 
 The kind is chosen from the flags (:class:`ForgetSpec`), first match wins:
 
-1. ``--forget_set FILE``: the file, used as is (name = its stem).
+1. ``--forget_set FILE``: the file, used as is; it is read and checked when planned. Its name is
+   the file's stem made safe for a directory name (:func:`utils.paths.safe_name`).
 2. ``--mem_proxy NAME --mem LEVEL``: proxy groups (:func:`forget_sets.select.proxy_groups`). The
    proxy file is ``--proxy_file``, else where the proxy's producer writes it
    (:data:`memorization.proxies.PROXIES`): the learning-event proxies' ``proxies.npz`` beside the
@@ -24,6 +25,12 @@ Evaluation subsets. Whenever memorization scores are found (any kind), the set a
 high[:1000], mid[:1000], low[-1000:] of the groups built with the forget-set size (capped at 1000),
 always from the *true*, unshuffled scores.
 
+Every set built from flags must leave a non-empty retain set: ``--num_indexes_to_replace`` must lie
+in 1..(number of training examples - 1), checked when planned.
+
+The manifest identifies its inputs by content (sha256) and file *name* only, never by directory, so
+the same forget set built under another ``--ckpts`` is the same file, byte for byte.
+
 Names follow :func:`forget_sets.file.forget_set_name`; ES forget sets depend on the model, so their
 name carries ``_<arch>-<first 8 hex of the model file's sha256>``. Loading and saving:
 :mod:`forget_sets.store`.
@@ -40,7 +47,8 @@ import torch
 
 from utils.data import ImageData
 from utils.errors import UserError
-from forget_sets.file import ForgetSet, forget_set_name, make_forget_set, sha256_file
+from forget_sets.file import (ForgetSet, check_fits, forget_set_name, load_forget_set, make_forget_set,
+                              sha256_file)
 from forget_sets.select import (centroid_distance_groups, es_forget_ids, eval_subsets, memorization_groups,
                                 proxy_groups, random_forget, select_level, shuffle_groups)
 from memorization.proxies import LEARNING_EVENT_PROXIES, PROXY_SIGN
@@ -93,6 +101,7 @@ class ForgetPlan:
     note: str
     given_file: bool = False  # --forget_set FILE
     source: dict[str, Any] = field(default_factory=dict)  # score / proxy / model file paths
+    given: ForgetSet | None = field(default=None, repr=False)  # --forget_set FILE, read and checked
 
 
 def score_search_dirs(spec: ForgetSpec) -> list[Path]:
@@ -151,11 +160,11 @@ def plan_forget_set(spec: ForgetSpec, data: ImageData) -> ForgetPlan:
     manifest and name; reads flags and (hashes of) input files only, writes nothing. Every
     unusable input is a :class:`UserError`."""
     if spec.forget_set:
-        p = Path(spec.forget_set)
-        return ForgetPlan("file", p.stem, p, {}, f"forget set: {p} (--forget_set)", given_file=True)
+        return _plan_given(spec, data)
     base: dict[str, Any] = {"dataset": data.name, "split_seed": int(data.split_seed),
                             "num_train": int(len(data.train_ids))}
     classes = [int(c) for c in (spec.class_to_replace or [-1])]
+    _check_size(spec, data, classes)
     if spec.mem_proxy is not None:
         kind, m, note, source = _plan_proxy(spec, data, base)
     elif spec.mem is not None:
@@ -176,6 +185,49 @@ def plan_forget_set(spec: ForgetSpec, data: ImageData) -> ForgetPlan:
 
 
 _Planned = tuple[str, dict[str, Any], str, dict[str, Any]]
+
+
+def given_set_name(forget_set: str) -> str:
+    """The name of a ``--forget_set`` file's forget set: its stem through
+    :func:`utils.paths.safe_name`; a name of dots only ("." or "..") is a :class:`UserError`, since
+    the name becomes a directory of the run directory (``<ckpts>/unlearn/<name>/...``)."""
+    name = paths.safe_name(Path(forget_set).stem)
+    if not name.strip("."):
+        raise UserError(f"--forget_set {forget_set}: the file name gives no usable forget-set name ({name!r}); "
+                        f"rename the file (letters, digits, '.', '_', '-')")
+    return name
+
+
+def _plan_given(spec: ForgetSpec, data: ImageData) -> ForgetPlan:
+    """``--forget_set FILE``: read and check the file now (before any work)."""
+    p = Path(spec.forget_set)
+    name = given_set_name(spec.forget_set)
+    fs = load_forget_set(p)
+    check_fits(fs, data, f"--forget_set {p}")
+    return ForgetPlan("file", name, p, {}, f"forget set: {p} (--forget_set)", given_file=True, given=fs)
+
+
+def _check_size(spec: ForgetSpec, data: ImageData, classes: list[int]) -> None:
+    """A forget set from flags must leave a non-empty retain set: ``--num_indexes_to_replace`` in
+    1..(training examples - 1), and a class-wise set without it must not take every class."""
+    total = int(len(data.train_ids))
+    n = spec.num_indexes_to_replace
+    if n is None:
+        if spec.mem_proxy is None and spec.mem is None and spec.group_index is None and -1 not in classes:
+            if bool(np.isin(data.labels(data.train_ids), classes).all()):
+                raise UserError(f"--class_to_replace {','.join(map(str, classes))}: every one of the {total} "
+                                f"training examples has one of these classes, which leaves an empty retain set; "
+                                f"leave out a class or pass --num_indexes_to_replace N below {total}")
+        return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or int(n) < 1:
+        raise UserError(f"--num_indexes_to_replace {n!r}: must be a positive integer")
+    n = int(n)
+    if n > total:
+        raise UserError(f"--num_indexes_to_replace {n}: larger than the {total} training examples; "
+                        f"accepted: 1..{total - 1}")
+    if n == total:
+        raise UserError(f"--num_indexes_to_replace {n}: the whole training split ({total} examples), which leaves "
+                        f"an empty retain set; accepted: 1..{total - 1}")
 
 
 def _plan_proxy(spec: ForgetSpec, data: ImageData, base: dict[str, Any]) -> _Planned:
@@ -249,7 +301,7 @@ def eval_extras(spec: ForgetSpec, data: ImageData, size: int,
         if sf is None:
             return {}, info
         scores = _load_scores(sf, data)
-        info = {"eval_score_file": str(sf), "eval_score_sha256": sha256_file(sf)}
+        info = {"eval_score_file": Path(sf).name, "eval_score_sha256": sha256_file(sf)}
     k = max(1, min(int(size), EVAL_SUBSET, len(data.train_ids)))
     groups = memorization_groups(data.train_ids, scores[data.train_ids], k)
     return eval_subsets(groups, EVAL_SUBSET), info
@@ -276,7 +328,7 @@ def _build_mem(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, device: torc
     groups = memorization_groups(train_ids, scores[train_ids], m["n"])
     chosen = shuffle_groups(groups, m["n"], int(spec.seed)) if m.get("shuffle") else groups
     extras, _ = eval_extras(spec, data, m["n"], scores)
-    info = {"score_file": str(sf), "eval_score_file": str(sf), "eval_score_sha256": m["score_sha256"]}
+    info = {"score_file": sf.name, "eval_score_file": sf.name, "eval_score_sha256": m["score_sha256"]}
     return select_level(chosen, m["level"], m["n"]), extras, info
 
 
@@ -287,7 +339,7 @@ def _build_proxy(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, device: to
     groups = proxy_groups(train_ids, values, m["n"], negative=PROXY_SIGN[m["proxy"]])
     chosen = shuffle_groups(groups, m["n"], int(spec.seed)) if m.get("shuffle") else groups
     extras, info = eval_extras(spec, data, m["n"])
-    return select_level(chosen, m["level"], m["n"]), extras, {"proxy_file": str(pf), **info}
+    return select_level(chosen, m["level"], m["n"]), extras, {"proxy_file": pf.name, **info}
 
 
 def _build_es(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, device: torch.device) -> _Built:
@@ -298,7 +350,7 @@ def _build_es(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, device: torch
     n = m["n"] if m["n"] is not None else len(groups[0])
     forget = es_forget_ids(groups, int(m["group"]), int(n))
     extras, info = eval_extras(spec, data, len(forget))
-    return forget, extras, {"model_file": str(mf), **info}
+    return forget, extras, {"model_file": mf.name, **info}
 
 
 def _build_random(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, device: torch.device) -> _Built:

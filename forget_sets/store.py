@@ -9,13 +9,14 @@ never matters, only what is in it.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from forget_sets.file import ForgetSet, load_forget_set, save_forget_set
+from forget_sets.file import ForgetSet, check_fits, load_forget_set, save_forget_set
 from forget_sets.kinds import ForgetPlan, ForgetSpec, build, eval_extras, plan_forget_set
 from utils.data import ImageData
 from utils.errors import UserError
@@ -29,30 +30,43 @@ def _identity(manifest: dict[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in IDENTITY_KEYS}
 
 
-def check_fits(fs: ForgetSet, data: ImageData, label: str) -> None:
-    """The forget set must belong to this dataset and split."""
-    ds = fs.manifest.get("dataset")
-    if ds is not None and str(ds).lower() != data.name:
-        raise UserError(f"{label}: a forget set of {ds}, but --dataset is {data.name}")
-    split = fs.manifest.get("split_seed")
-    if split is not None and int(split) != int(data.split_seed):
-        raise UserError(f"{label}: built with --split_seed {split}, but --split_seed is {data.split_seed}")
-    if len(fs.forget_ids) == 0:
-        raise UserError(f"{label}: the forget set is empty")
-    ids = np.concatenate([fs.forget_ids, fs.retain_ids])
-    bad = np.setdiff1d(ids, data.train_ids)
-    if bad.size:
-        raise UserError(f"{label}: {bad.size} ids are not training ids of {data.name} (split seed "
-                        f"{data.split_seed}), e.g. {bad[:5].tolist()}")
-    if np.intersect1d(fs.forget_ids, fs.retain_ids).size:
-        raise UserError(f"{label}: forget and retain ids overlap")
+def check_can_save(plan: ForgetPlan) -> None:
+    """Refuse, before any work, a plan whose file would have to be written where it cannot be.
+
+    A given ``--forget_set`` file and a file that already exists are read, not written, so they
+    pass (rebuilding a differing file under ``--overwrite`` is caught when it is saved). Otherwise
+    the nearest existing ancestor of the file's directory must be a directory this process can
+    write to; else a one-line :class:`UserError` names the file, the blocking path and ``--ckpts``.
+    """
+    if plan.given_file:
+        return
+    target = Path(plan.path)
+    if target.is_file():
+        return
+    if target.exists():
+        raise UserError(f"--ckpts: cannot write forget set file {target}: it exists and is not a file")
+    p = target.parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"--ckpts: cannot write forget set file {target}: {p} is a file, not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"--ckpts: cannot write forget set file {target}: {p} is not writable")
+
+
+def _save(plan: ForgetPlan, fs: ForgetSet) -> None:
+    """``save_forget_set`` with an unwritable destination as a one-line :class:`UserError`."""
+    try:
+        save_forget_set(plan.path, fs)
+    except OSError as e:
+        raise UserError(f"--ckpts: cannot write forget set file {plan.path}: {e.strerror or e}") from None
 
 
 def load_or_build(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, *, device: torch.device | str = "cpu",
            log: Callable[[str], None] = print) -> ForgetSet:
     """Load ``plan.path`` if it holds the same selection, else build and save it."""
     if plan.given_file:
-        fs = load_forget_set(plan.path)
+        fs = plan.given if plan.given is not None else load_forget_set(plan.path)
         check_fits(fs, data, f"--forget_set {plan.path}")
         if not any(k in fs.extras for k in ("high_mem", "mid_mem", "low_mem")):
             extras, _ = eval_extras(spec, data, len(fs.forget_ids))
@@ -74,7 +88,7 @@ def load_or_build(plan: ForgetPlan, spec: ForgetSpec, data: ImageData, *, device
         log(f"forget set file {plan.path}: manifest differs ({', '.join(diff)}); rebuilding (--overwrite)")
     fs = build(plan, spec, data, device=device)
     check_fits(fs, data, f"forget set {plan.name}")
-    save_forget_set(plan.path, fs)
+    _save(plan, fs)
     log(plan.note + f": built {plan.path} ({len(fs.forget_ids)} forget, {len(fs.retain_ids)} retain"
         + (f"; eval subsets from {fs.manifest.get('eval_score_file')}" if fs.extras else "") + ")")
     return fs
@@ -84,6 +98,7 @@ def build_forget_set(spec: ForgetSpec, data: ImageData, *, device: torch.device 
                      log: Callable[[str], None] = print) -> tuple[ForgetSet, Path]:
     """Plan, then load or build and save: ``(forget set, its file)``."""
     plan = plan_forget_set(spec, data)
+    check_can_save(plan)
     return load_or_build(plan, spec, data, device=device, log=log), plan.path
 
 

@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from arg_parser import parse_args as common_parse_args
-from forget_sets.file import forget_set_name, load_forget_set, make_forget_set, save_forget_set, sha256_file
+from forget_sets.file import ForgetSet, forget_set_name, load_forget_set, make_forget_set, save_forget_set, sha256_file
 from forget_sets.kinds import EVAL_SUBSET
 from forget_sets.select import LEVELS, eval_subsets, memorization_groups, select_level
 from utils import paths
 from utils.data import image_folder
 from utils.errors import UserError
 from utils.io import atomic_save_npz
+from utils.rundir import check_writable
 
 INDEX_NAME = "imagenet_index.npz"
 
@@ -123,33 +124,55 @@ def match_index(index_path: Path, keys: list[str], train_dir: Path, files: list[
     return pos
 
 
-def write_forget_sets(ckpts: str, ids: np.ndarray, scores: np.ndarray, groups: dict[str, np.ndarray], n: int,
-                      num_train: int, index_path: Path, train_dir: Path, *, overwrite: bool) -> None:
-    """One forget set per level (an identical existing file is kept, a different one needs
-    ``overwrite``)."""
-    score_of = dict(zip(ids.tolist(), scores.tolist()))
+def plan_forget_sets(ckpts: str, ids: np.ndarray, scores: np.ndarray, groups: dict[str, np.ndarray], n: int,
+                     num_train: int, index_path: Path, train_dir: Path, *,
+                     overwrite: bool) -> list[tuple[str, Path, ForgetSet | None]]:
+    """One forget set per level, ``(level, file, set to write or None when the file already holds
+    it)``; a file holding a different set is refused (unless ``overwrite``) before anything is
+    written. The manifest names the index file and training folder, never their absolute paths."""
     train_ids = np.arange(num_train, dtype=np.int64)
     sha = sha256_file(index_path)
     extras = eval_subsets(memorization_groups(ids, scores, min(max(n, 1), EVAL_SUBSET, len(ids))), EVAL_SUBSET)
+    out = []
     for level in LEVELS:
-        forget = select_level(groups, level, n)
         manifest = {"dataset": "imagenet", "split_seed": None, "num_train": num_train, "kind": "mem",
                     "level": level, "n": int(n), "shuffle": False, "score_sha256": sha,
-                    "score_file": str(index_path), "eval_score_file": str(index_path), "eval_score_sha256": sha,
-                    "train_dir": str(train_dir), "id_space": "torchvision ImageFolder index of train_dir"}
+                    "score_file": index_path.name, "eval_score_file": index_path.name, "eval_score_sha256": sha,
+                    "train_dir": train_dir.name, "id_space": "torchvision ImageFolder index of train_dir"}
         manifest["name"] = forget_set_name(manifest)
-        fs = make_forget_set(train_ids, forget, manifest, extras)
+        fs = make_forget_set(train_ids, select_level(groups, level, n), manifest, extras)
         path = paths.forget_set_path(ckpts, manifest["name"])
         if path.is_file() and not overwrite:
             old = load_forget_set(path)
             if np.array_equal(old.forget_ids, fs.forget_ids) and np.array_equal(old.retain_ids, fs.retain_ids):
-                print(f"{level}: {path} already holds this forget set")
+                out.append((level, path, None))
                 continue
             raise UserError(f"{path} holds a different forget set; pass --overwrite to replace it")
+        out.append((level, path, fs))
+    return out
+
+
+def write_forget_sets(planned: list[tuple[str, Path, ForgetSet | None]], ids: np.ndarray,
+                      scores: np.ndarray) -> None:
+    """Write the planned forget sets and say what each holds."""
+    score_of = dict(zip(ids.tolist(), scores.tolist()))
+    for level, path, fs in planned:
+        if fs is None:
+            print(f"{level}: {path} already holds this forget set")
+            continue
         save_forget_set(path, fs)
         s = np.array([score_of[int(i)] for i in fs.forget_ids])
         print(f"{level}: {len(fs.forget_ids)} images, scores {s.min():.4f}..{s.max():.4f} "
               f"(mean {s.mean():.4f}) -> {path}")
+
+
+def _holds(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    """Whether the npz file ``path`` holds exactly ``arrays`` (False when unreadable)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return set(z.files) == set(arrays) and all(np.array_equal(z[k], v) for k, v in arrays.items())
+    except Exception:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,10 +188,18 @@ def run(args: argparse.Namespace) -> int:
     found = pos >= 0
     ids, scores = pos[found], mem[found]
     groups = memorization_groups(ids, scores, n)  # ids in index-file order: ties keep that order
-    write_forget_sets(args.ckpts, ids, scores, groups, n, len(files), index_path, train_dir, overwrite=args.overwrite)
+    check_writable(paths.forget_sets_dir(args.ckpts), "--ckpts")
     compat_dir = Path(args.save_dir) if args.save_dir else Path(".")
+    check_writable(compat_dir, "--save_dir")
     compat = compat_dir / f"imagenet_filenames_indices_{n}_{args.seed}.npz"
-    atomic_save_npz(compat, high_mem_indices=np.sort(groups["high"]), med_mem_indices=np.sort(groups["mid"]),
-                    low_mem_indices=np.sort(groups["low"]))
+    indices = {"high_mem_indices": np.sort(groups["high"]), "med_mem_indices": np.sort(groups["mid"]),
+               "low_mem_indices": np.sort(groups["low"])}
+    if compat.exists() and not args.overwrite and not _holds(compat, indices):
+        raise UserError(f"--save_dir {compat_dir}: {compat.name} exists with other indices; pass --overwrite to "
+                        f"replace it")
+    planned = plan_forget_sets(args.ckpts, ids, scores, groups, n, len(files), index_path, train_dir,
+                               overwrite=args.overwrite)
+    write_forget_sets(planned, ids, scores)
+    atomic_save_npz(compat, **indices)
     print(f"original-code index file -> {compat}")
     return 0

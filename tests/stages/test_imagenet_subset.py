@@ -79,3 +79,28 @@ def test_bad_input(fake, monkeypatch, capsys):
     np.savez(bad, tr_mem=np.zeros(3))
     assert run(monkeypatch, base + ["--num_indexes_to_replace", "2", "--mem_file", str(bad)]) == 2
     assert "tr_filenames" in capsys.readouterr().err
+
+
+def _files(root):
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["ckpts_is_a_file", "save_dir_is_a_file", "index_file_differs"])
+def test_output_refusals_write_nothing(fake, monkeypatch, capsys, case):
+    (fake / "a_file").write_text("x")
+    out = fake / "out"
+    out.mkdir()
+    argv = ["--num_indexes_to_replace", "3", "--seed", "2", "--mem_file", str(fake / "imagenet_index.npz"),
+            "--train_dir", str(fake / "train"), "--ckpts", str(out / "ckpts"), "--save_dir", str(out)]
+    if case == "ckpts_is_a_file":
+        argv[argv.index("--ckpts") + 1], want = str(fake / "a_file"), "--ckpts"
+    elif case == "save_dir_is_a_file":
+        argv[argv.index("--save_dir") + 1], want = str(fake / "a_file" / "sub"), "--save_dir"
+    else:
+        np.savez(out / "imagenet_filenames_indices_3_2.npz", high_mem_indices=np.arange(3))
+        want = "--overwrite"
+    before = _files(fake)
+    assert run(monkeypatch, argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and want in err and "Traceback" not in err
+    assert _files(fake) == before
