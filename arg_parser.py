@@ -27,7 +27,12 @@ UNLEARN_METHODS = method_names(with_rum=True)
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a single line and exit status 2."""
+    """argparse, but a usage error is a single line and exit status 2, and an abbreviated flag
+    (``--epoch`` for ``--epochs``) is an unknown flag rather than silently expanded."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message}\n")

@@ -187,7 +187,11 @@ def load_proxy(path: str | os.PathLike, name: str, train_ids: np.ndarray) -> np.
         miss = want[~hit]
         raise UserError(f"proxy file {str(p)!r} lacks {miss.size} of the {want.size} training ids "
                         f"(e.g. {miss[:5].tolist()}); was it computed for another dataset or split?")
-    return vals.astype(np.float64)[order][pos_c]
+    out = vals.astype(np.float64)[order][pos_c]
+    if out.size and not np.isfinite(out).any():
+        raise UserError(f"proxy file {str(p)!r}: {name!r} has no finite value on the {out.size} training ids "
+                        f"(all NaN or infinite); recompute it")
+    return out
 
 
 def _one_line(e: BaseException) -> str:

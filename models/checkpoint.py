@@ -5,6 +5,7 @@ architecture or class count, or one that does not fit, is a one-line :class:`Use
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
+from utils.io import load_torch_file
 
 from .compat import extract_state_dict
 
@@ -20,9 +22,12 @@ def read_checkpoint(path: Path, flag: str = "--mask") -> tuple[dict[str, torch.T
     """``(state dict, metadata)`` of a checkpoint file; metadata holds ``arch``, ``num_classes``,
     ``dataset`` where the file records them."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = load_torch_file(path)
         state = extract_state_dict(obj)
     except Exception as e:  # unreadable, not a torch file, unsafe pickle
+        if isinstance(e, pickle.UnpicklingError):  # torch cannot tell damage from unsafe content apart
+            raise UserError(f"{flag} {path}: cannot read the checkpoint: not a file of tensors only (damaged, or "
+                            f"holding other Python objects, which are never loaded)") from None
         first = str(e).splitlines()[0][:200] if str(e) else ""
         raise UserError(f"{flag} {path}: cannot read the checkpoint ({type(e).__name__}: {first})") from None
     meta = {k: obj[k] for k in ("arch", "num_classes", "dataset") if isinstance(obj, dict) and k in obj}

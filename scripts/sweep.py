@@ -33,13 +33,14 @@ from launch.spec import (Command, Stage, check_commands, check_stage, load_spec,
                          stage_commands)
 from utils.cli import run_main  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.rundir import check_writable  # noqa: E402
 from utils.paths import REPO  # noqa: E402
 
 MAX_ARRAY_HINT = 1000  # SLURM's default MaxArraySize is 1001: task ids 0..1000
 
 
 def build_parser(memorization: bool) -> OneLineParser:
-    p = OneLineParser(prog="sweep.py", allow_abbrev=False,
+    p = OneLineParser(prog="sweep.py",
                       description="Expand a grid of runs; print, run locally, or write a SLURM job array.")
     if not memorization:
         p.add_argument("spec", nargs="?", default=None, help="JSON spec: a stage object or a list of stages")
@@ -98,6 +99,13 @@ def check_options(a: argparse.Namespace) -> None:
         raise UserError(f"--jobs {a.jobs}: must be an integer >= 1")
     if a.submit and a.slurm is None:
         raise UserError("--submit needs --slurm OUT.sbatch")
+    if a.slurm is not None and not a.dry_run:
+        if Path(a.slurm).is_dir():
+            raise UserError(f"--slurm {a.slurm}: a directory; name the script file to write (OUT.sbatch)")
+        out = Path(a.slurm)
+        check_writable(out.parent if out.exists() else out, "--slurm")
+    if a.jobs is not None and not a.dry_run:
+        check_writable(Path(a.log_dir), "--log_dir")
     for flag, value, low in (("--cpus_per_task", a.cpus_per_task, 1), ("--gpus_per_task", a.gpus_per_task, 0),
                              ("--max_parallel", a.max_parallel, 1)):
         if value is not None and value < low:

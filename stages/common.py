@@ -19,6 +19,7 @@ from forget_sets.store import forget_ids_sha256
 from models import build_for, load_into
 from stages.configs import sam_config
 from trainer.device import synchronize
+from trainer.fit import CHECKPOINT
 from trainer.step import NonFiniteLoss
 import unlearn
 from unlearn.base import UnlearnConfig, UnlearnTask
@@ -107,19 +108,18 @@ def summary_line(metrics: dict[str, Any], run_dir: Path) -> str:
 
 
 def finish_run(args: argparse.Namespace, model: torch.nn.Module, data: ImageData, fs: ForgetSet, run_dir: Path,
-               device: torch.device, make_metrics: Callable[[Any], dict[str, Any]],
-               before_metrics: Callable[[], None] | None = None) -> dict[str, Any]:
+               device: torch.device, make_metrics: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """Evaluate ``model`` on ``fs`` and write the run directory: model.pt (unless ``--no_save``),
     outputs.npz, then metrics.json (``make_metrics(evaluation)``), which marks the run finished;
-    print the summary line and a warning when the model collapsed."""
+    only then the resume checkpoint (retrain) is removed, so a kill at any point keeps either a
+    resumable or a finished run. Prints the summary line and a warning when the model collapsed."""
     ev = evaluate(model, data, fs, device, seed=args.seed)
     metrics = make_metrics(ev)
     if not args.no_save:
         save_model(run_dir, model, arch=args.arch, num_classes=data.num_classes, dataset=data.name)
     write_outputs(run_dir, ev.outputs)
-    if before_metrics is not None:
-        before_metrics()
     write_metrics(run_dir, metrics)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
     print(summary_line(metrics, run_dir))
     if metrics["collapsed"]:
         print(f"warning: the model collapsed (retain accuracy {pct(metrics['accuracy']['retain'])} is at chance "

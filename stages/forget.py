@@ -27,12 +27,13 @@ import torch
 from evaluation.entanglement import entanglement_score, entanglement_score_normalized
 from forget_sets.file import ForgetSet, sha256_file
 from forget_sets.kinds import ForgetPlan, plan_forget_set
-from forget_sets.store import forget_ids_sha256, load_or_build
+from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from stages import configs
 from stages.common import finish_run, main_of, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import embed
+from trainer.fit import CHECKPOINT
 from unlearn.base import UnlearnTask
 from unlearn.config import hparams_record, method_tag
 from unlearn.saliency import load_mask, mask_fraction, provenance_mismatches, read_mask_file
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     mask = load_mask(args.path, model) if args.path else None
     spec = configs.forget_spec(args, start_model=model_file)
     plan = plan_forget_set(spec, data)
+    check_can_save(plan)
     model_name = paths.model_name_of(model_file) if model_file is not None else configs.default_pretrained(args).name
     tag = None if args.es else method_tag(args.unlearn, configs.unlearn_config(args), args.path)
     run_dir = None if args.es else _check_run_dir(args, plan, model_name, tag, retrain)
@@ -89,10 +91,11 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     fs_sha = sha256_file(fs_file)
     if info.is_main:
         run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume and retrain)
-        write_config(run_dir, run_config(vars(args), stage="unlearn", prog=prog, method=args.unlearn, method_tag=tag,
-                                         forget_set=plan.name, forget_set_file=str(fs_file),
-                                         forget_set_sha256=fs_sha, pretrained=None if retrain else str(model_file),
-                                         model_name=model_name, device=str(device), world_size=info.world))
+        if not (args.resume and retrain and (run_dir / "config.json").is_file()):  # a resumed run keeps its own
+            write_config(run_dir, run_config(
+                vars(args), stage="unlearn", prog=prog, method=args.unlearn, method_tag=tag, forget_set=plan.name,
+                forget_set_file=str(fs_file), forget_set_sha256=fs_sha, pretrained=None if retrain else str(model_file),
+                model_name=model_name, device=str(device), world_size=info.world))
     if retrain:
         cfg.run_dir, cfg.resume, cfg.dist_info = run_dir, bool(args.resume), info
     if info.enabled:
@@ -118,8 +121,7 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
                lambda ev: unlearn_metrics(args, method=args.unlearn, tag=tag, data=data, forget_set=plan.name,
                                           forget_kind=plan.kind, fs=fs, fs_file=fs_file, fs_sha=fs_sha, ev=ev,
                                           seconds=seconds, pretrained=None if retrain else model_file,
-                                          model_name=model_name, hparams=hparams, device=device),
-               before_metrics=(lambda: (run_dir / "checkpoint.pt").unlink(missing_ok=True)) if retrain else None)
+                                          model_name=model_name, hparams=hparams, device=device))
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0
 
@@ -130,7 +132,7 @@ def _check_run_dir(args: argparse.Namespace, plan: ForgetPlan, model_name: str, 
     run_dir = paths.unlearn_run_dir(args.ckpts, plan.name, model_name, tag, args.seed)
     if is_complete(run_dir) and not args.overwrite:
         raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it")
-    if (run_dir / "checkpoint.pt").is_file() and not (args.overwrite or (args.resume and retrain)):
+    if (run_dir / CHECKPOINT).is_file() and not (args.overwrite or (args.resume and retrain)):
         raise UserError(f"{run_dir} holds an unfinished retrain; pass --resume to continue it or --overwrite "
                         f"to restart")
     check_writable(run_dir, "--ckpts")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from forget_sets.file import sha256_file
 from forget_sets.kinds import load_model_file, plan_forget_set
-from forget_sets.store import forget_ids_sha256, load_or_build
+from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from stages import configs
 from utils.rundir import check_writable, git_commit
 from utils.data import load_data
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     model_file = configs.resolve_start_model(args)
     spec = configs.forget_spec(args, start_model=model_file)
     plan = plan_forget_set(spec, data)
+    check_can_save(plan)
     model = load_model_file(model_file, spec, data, device)
     fs = load_or_build(plan, spec, data, device=device, log=note)
     if args.unlearn_epochs != 1:

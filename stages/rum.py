@@ -30,7 +30,7 @@ from evaluation.evaluate import evaluate
 from forget_sets.file import ForgetSet, sha256_file
 from forget_sets.kinds import ForgetPlan, ForgetSpec, memorization_scores, plan_forget_set, proxy_file_for
 from forget_sets.select import memorization_groups
-from forget_sets.store import forget_ids_sha256, load_or_build
+from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from memorization.proxies import PROXIES, PROXY_SIGN
 from memorization.scores import load_proxy
 from stages import configs
@@ -228,6 +228,7 @@ def prepare(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
     # the forget set main_forget.py builds from the same flags; --shuffle and --mem_proxy are RUM's here
     spec = configs.forget_spec(args, start_model=model_file, mem_proxy=None, shuffle=False)
     fs_plan = plan_forget_set(spec, data)
+    check_can_save(fs_plan)
     n_planned = fs_plan.manifest.get("n")
     if n_planned is not None and int(n_planned) < rp.k:
         raise UserError(f"--rum_groups {rp.k}: more groups than the {n_planned} examples of the forget set")

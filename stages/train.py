@@ -7,6 +7,7 @@ val and test), proxies.npz (learning-event memorization proxies by global id, re
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -25,30 +26,52 @@ from utils.data import ImageData, load_data
 from utils.errors import UserError
 from utils.io import atomic_save_npz
 from utils.paths import MODEL_FILE, learning_event_proxy_path
-from utils.rundir import (check_writable, prepare_run_dir, run_config, save_model, write_config, write_metrics,
-                          write_outputs)
+from utils.rundir import (check_writable, is_complete, prepare_run_dir, run_config, save_model, write_config,
+                          write_metrics, write_outputs)
 
 
 def run_dir_of(args: argparse.Namespace) -> Path:
-    """Where the run goes: the directory of ``--checkpoint`` when given, else :func:`pretrain_dir`;
-    refused when it cannot be written, or for ``--resume`` without a checkpoint there."""
-    run_dir = pretrain_dir(args)
+    """Where the run goes: ``--checkpoint``'s directory when given (a new directory, or a killed run
+    to continue with ``--resume``), else :func:`pretrain_dir`. Refused when it cannot be written,
+    when it holds a run started with other settings, and for ``--resume`` when there is nothing to
+    resume."""
+    run_dir, flag = pretrain_dir(args), "--resume"
     if args.checkpoint:
-        ck = Path(args.checkpoint)
+        ck, flag = Path(args.checkpoint), "--checkpoint"
         run_dir = ck.parent if ck.is_file() else ck
-    check_writable(run_dir)
-    if args.resume and not (run_dir / CHECKPOINT).is_file():
-        raise UserError(f"--resume: no checkpoint to resume from at {run_dir / CHECKPOINT}")
+    check_writable(run_dir, flag if args.checkpoint else "--save_dir")
+    started = _run_name_in(run_dir)
+    if started is not None and started != pretrain_name(args):
+        raise UserError(f"{flag}: {run_dir} holds the run {started}, started with other settings than these "
+                        f"({pretrain_name(args)}); " + ("resume it with its own flags" if args.resume else
+                                                        "choose another directory"))
+    if not args.resume:
+        return run_dir
+    if is_complete(run_dir):
+        raise UserError(f"{flag}: {run_dir} holds a finished run, nothing to resume (pass --overwrite to train it "
+                        f"again)")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise UserError(f"{flag}: no checkpoint to resume from at {run_dir / CHECKPOINT}")
     return run_dir
 
 
+def _run_name_in(run_dir: Path) -> str | None:
+    """The run name recorded in ``run_dir/config.json`` (None when there is none to read)."""
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get("run_name")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def start_run(args: argparse.Namespace, run_dir: Path, data: ImageData, info: DistInfo) -> Path:
-    """Rank 0 prepares the run directory and writes config.json; the other ranks wait for it."""
+    """Rank 0 prepares the run directory and writes config.json (a resumed run keeps the one it
+    started with); the other ranks wait for it."""
     if info.is_main:
         run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
-        write_config(run_dir, run_config(vars(args), stage="pretrain", run_name=pretrain_name(args),
-                                         num_train=len(data.train_ids), num_val=len(data.val_ids),
-                                         world_size=info.world))
+        if not (args.resume and (run_dir / "config.json").is_file()):
+            write_config(run_dir, run_config(vars(args), stage="pretrain", run_name=pretrain_name(args),
+                                             num_train=len(data.train_ids), num_val=len(data.val_ids),
+                                             world_size=info.world))
     if info.enabled:
         torch.distributed.barrier()
     return run_dir

@@ -58,3 +58,9 @@ def test_every_numeric_flag_has_a_domain():
                                   ["--mask_ratio", "1"], ["--warmup", "1", "--epochs", "2"], ["--alpha", "5"]])
 def test_values_inside_the_domains_are_accepted(good):
     arg_parser.parse_args(good)
+
+
+def test_abbreviated_flags_are_refused(tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(main_train, [*BASE[:-4], "--epoch", "1", "--ckpts", "ck"], monkeypatch, capsys, tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "unrecognized arguments: --epoch 1" in err
+    assert list(tmp_path.iterdir()) == []

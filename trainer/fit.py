@@ -24,7 +24,8 @@ from trainer.optim import SamConfig, make_optimizer
 from trainer.schedule import cosine_with_warmup
 from utils.batches import Batch, iterate, num_batches
 from utils.data import ImageData
-from utils.io import atomic_torch_save, atomic_write_bytes
+from utils.errors import UserError
+from utils.io import atomic_torch_save, atomic_write_bytes, load_torch_file
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -75,19 +76,24 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
     start = 0
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if events is not None and "events" in state:
-            events.load_state_dict(state["events"])
-        history = json.loads(state["history"])
-        start = int(state["epoch"])
-        if dist_info.is_main:  # log.jsonl is appended after the checkpoint: a kill in between lost a row
-            atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
+        try:
+            state = load_torch_file(ckpt_path)
+            unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            if events is not None and "events" in state:
+                events.load_state_dict(state["events"])
+            history = json.loads(state["history"])
+            start = int(state["epoch"])
+        except Exception as e:  # unreadable, truncated, another model's or another recipe's checkpoint
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"--resume: cannot continue from {ckpt_path} ({type(e).__name__}: {first}); it is "
+                            f"damaged or belongs to another model; pass --overwrite to start over") from None
         log(f"resumed from {ckpt_path} at epoch {start}")
+    if ckpt_path is not None and dist_info.is_main:  # the log of this run only: a fresh start drops an old one
+        _write_log(run_dir, history)
     augment = data.augment if recipe.augment else None
     on_batch = ((lambda b, logits: events.update(b.ids, logits, b.y) if b.scale > 0 else None)
                 if events is not None else None)
@@ -122,12 +128,17 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
             if events is not None:
                 state["events"] = events.state_dict()
             atomic_torch_save(ckpt_path, state)
-            with open(run_dir / "log.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
+            _write_log(run_dir, history)
     if dist_info.enabled and events is not None:
         all_reduce_sum_(events.sums, dist_info)
         all_reduce_sum_(events.counts, dist_info)
     return history
+
+
+def _write_log(run_dir: Path, history: list[dict]) -> None:
+    """``log.jsonl``: one JSON line per finished epoch, rewritten whole (atomically) after each
+    checkpoint, so it always matches the checkpoint's history: no row doubled or lost by a kill."""
+    atomic_write_bytes(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
 
 
 def _local_batches(batches, info: DistInfo):

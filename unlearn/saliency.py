@@ -44,7 +44,7 @@ from torch import nn
 from utils.batches import iterate
 from utils.data import ImageData
 from utils.errors import UserError
-from utils.io import atomic_torch_save
+from utils.io import atomic_torch_save, load_torch_file
 
 ORDERS = ("largest", "smallest")
 FORMAT = "saliency-mask/1"
@@ -171,7 +171,7 @@ def read_mask_file(path: str | os.PathLike, flag: str = "--path") -> tuple[dict[
     may be a directory holding exactly one mask file (:func:`resolve_mask_file`)."""
     p = resolve_mask_file(path, flag)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = load_torch_file(p)
     except Exception as e:  # not a torch file, damaged, unsafe pickle
         raise UserError(f"{flag} {path}: cannot read the mask file "
                         f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None

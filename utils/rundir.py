@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from utils.errors import UserError
-from utils.io import atomic_save_npz, atomic_torch_save, atomic_write_json
+from utils.io import atomic_save_npz, atomic_torch_save, atomic_write_json, remove_stale_tmp
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,8 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool = False) -> Path:
-    """Create ``run_dir``; refuse a complete one unless ``overwrite`` (then it is cleared)."""
+    """Create ``run_dir``; refuse a complete one unless ``overwrite`` (then it is cleared). Temporary
+    files left by a killed atomic write (``remove_stale_tmp``) are deleted."""
     run_dir = Path(run_dir)
     if is_complete(run_dir):
         if not overwrite:
@@ -69,6 +70,7 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool = False) -> 
         probe = run_dir / ".write_test"
         probe.write_bytes(b"")
         probe.unlink()
+        remove_stale_tmp(run_dir)
     except OSError as e:
         raise UserError(f"--save_dir: cannot write to {run_dir}: {e.strerror or e}") from None
     return run_dir

@@ -206,6 +206,9 @@ def test_memorization_shards_array_and_dependent_merge(tmp_path, cli):
     (None, ["--memorization", "--dataset", "digits", "--shard", "1", "--dry-run"], "do not pass --shard"),
     (None, ["--memorization", "--num_shards", "0", "--dry-run"], "--num_shards 0"),
     (None, ["--memorization", "--datset", "digits", "--dry-run"], "unrecognized arguments: --datset"),
+    ({"script": "main_train.py", "grid": {"lr": ["nan"]}}, ["--dry-run"], "--lr: expected a finite number"),
+    ({"script": "main_forget.py", "grid": {"seed": [1]}}, ["--slurm", "grid.json/x.sbatch"], "is a file"),
+    ({"script": "main_forget.py", "grid": {"seed": [1]}}, ["--jobs", "1", "--log_dir", "grid.json/logs"], "is a file"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, cli, spec, args, message):
     if spec is not None:

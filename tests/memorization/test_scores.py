@@ -143,3 +143,10 @@ def test_load_proxy(tmp_path):
     np.savez(q, confidence=conf)
     with pytest.raises(UserError, match="'ids'"):
         load_proxy(q, "confidence", np.array([1]))
+
+
+def test_all_nan_proxy_is_named_as_such(tmp_path):
+    p = tmp_path / "proxies.npz"
+    np.savez(p, ids=np.arange(4), confidence=np.full(4, np.nan))
+    with pytest.raises(UserError, match="'confidence' has no finite value on the 3 training ids"):
+        load_proxy(p, "confidence", np.array([0, 1, 2], dtype=np.int64))

@@ -103,6 +103,34 @@ def test_readme_retrain_command_verbatim(workdir, monkeypatch, capsys):
     assert not (_run_dir(workdir, "digits_mem-low_n60", "retrain") / "checkpoint.pt").exists()
 
 
+def test_retrain_killed_while_finishing_keeps_its_checkpoint(workdir, tmp_path, monkeypatch, capsys):
+    """A kill after the retrain's last epoch but before metrics.json is written leaves a resumable
+    run (the checkpoint is removed only after metrics.json), and the resumed run's log.jsonl holds
+    each epoch once."""
+    import stages.common
+
+    ck = tmp_path / "ck"
+    argv = ["--unlearn", "retrain", *PRETRAIN, "--unlearn_epochs", "2", "--unlearn_lr", "0.1", "--mem", "high",
+            "--num_indexes_to_replace", "30", "--ckpts", str(ck), "--mask", str(workdir / "ckpts" / "original" / RUN)]
+    (ck / "memorization").mkdir(parents=True)
+    (ck / "memorization" / "digits_memorization.npz").write_bytes(
+        (workdir / "ckpts" / "memorization" / "digits_memorization.npz").read_bytes())
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages.common, "write_metrics", killed)
+    code, out, err = cli(main_forget, argv, monkeypatch, capsys, workdir)
+    assert code == 130
+    run_dir = next(ck.glob("unlearn/*/*/retrain/seed2"))
+    assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").exists()
+    monkeypatch.undo()
+    code, out, err = cli(main_forget, [*argv, "--resume"], monkeypatch, capsys, workdir)
+    assert code == 0, err
+    assert (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoint.pt").exists()
+    assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
 def _mask_file(path, arch="cnn_s", classes=10):
     from unlearn.saliency import save_mask
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import script_cmd, script_env
+import main_train
+from helpers import run_cli, script_cmd, script_env
 from models import build_model
 from utils.data import load_data
 from memorization.learning_events import PROXY_NAMES
@@ -192,3 +193,52 @@ def test_bad_input_one_line_exit_2_nothing_written(bad_runs, name):
     # nothing was created: the cwd holds only what the test put there
     assert sorted(p.name for p in cwd.iterdir()) == ["a_file", "empty"]
     assert list((cwd / "empty").iterdir()) == [] and (cwd / "a_file").is_file()
+
+
+# --- resume refusals (in process) ----------------------------------------------------------------
+
+RESUME_BASE = ["--dataset", "digits", "--arch", "mlp", "--epochs", "2", "--batch_size", "64", "--device", "cpu"]
+MLP_RUN = "digits_mlp_sgd_ep2_lr0.1_bs64_seed2"
+
+
+def _snapshot(root):
+    return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _refused(tmp_path, monkeypatch, capsys, argv, *texts):
+    before = _snapshot(tmp_path)
+    code, out, err = run_cli(main_train, argv, monkeypatch, capsys, tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(t in err for t in texts), err
+    assert _snapshot(tmp_path) == before
+
+
+def test_checkpoint_naming_another_run_is_refused(tmp_path, monkeypatch, capsys):
+    """--checkpoint DIR holding another run's files never makes that run's directory the output."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"run_name": "digits_cnn_s_sgd_ep9_lr0.1_bs64_seed2"}))
+    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--checkpoint", str(other)], "--checkpoint",
+             "digits_cnn_s_sgd_ep9_lr0.1_bs64_seed2", "another directory")
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path, monkeypatch, capsys):
+    assert run_cli(main_train, RESUME_BASE, monkeypatch, capsys, tmp_path)[0] == 0
+    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--resume"], "--resume", "finished run")
+
+
+def test_resume_of_another_recipe_is_refused(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "ckpts" / "original" / "digits_cnn_s_sgd_ep2_lr0.1_bs64_seed2"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"run_name": run.name}))
+    (run / "checkpoint.pt").write_bytes(b"x")
+    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--resume", "--checkpoint", str(run)],
+             "--checkpoint", "digits_cnn_s_sgd_ep2_lr0.1_bs64_seed2", "other settings")
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "ckpts" / "original" / MLP_RUN
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"run_name": MLP_RUN}))
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--resume"], "--resume", "checkpoint.pt", "damaged")
