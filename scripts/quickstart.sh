@@ -8,8 +8,11 @@
 #   OUT=/tmp/qs bash scripts/quickstart.sh
 #   for s in 1 2 3; do SEED=$s bash scripts/quickstart.sh; done   # three seeds: tables with intervals
 #
-# Rerunning skips the stages that finished (a stamp per stage under $OUT/.done); delete $OUT to
-# start over. Every line it runs is printed first, so each stage can be copied and varied.
+# Rerunning skips the stages that finished (a stamp per stage under $OUT/.done) and resumes the one
+# that was killed: pretraining and retraining continue from their last epoch (--resume), the other
+# stages start again, and a stage that finished just before a kill is recognized as done (its
+# script exits 0 at once). Delete $OUT to start over. Every line it runs is printed first, so each
+# stage can be copied and varied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,9 +41,17 @@ stage() {  # stage NAME COMMAND...: run once, skip when its stamp exists
   "$@"
   touch "$OUT/.done/$name"
 }
+resumable() {  # resumable NAME COMMAND...: a stage that continues a killed attempt with --resume
+  local name=$1; shift
+  if [[ -e "$OUT/.done/$name.started" && ! -e "$OUT/.done/$name" ]]; then
+    set -- "$@" --resume
+  fi
+  touch "$OUT/.done/$name.started"
+  stage "$name" "$@"
+}
 
-stage "s$SEED-pretrain-sgd" $PY main_train.py "${BASE[@]}"
-stage "s$SEED-pretrain-sam" $PY main_train.py "${BASE[@]}" --sam min --rho 1.0 --lamb 1 --adaptive
+resumable "s$SEED-pretrain-sgd" $PY main_train.py "${BASE[@]}"
+resumable "s$SEED-pretrain-sam" $PY main_train.py "${BASE[@]}" --sam min --rho 1.0 --lamb 1 --adaptive
 # Memorization scores of the digits training examples (Feldman-Zhang estimator): 128 small MLPs
 # trained together as one batched ensemble, each on a random 70% of the training split.
 stage memorization $PY main_memorization.py --dataset digits --arch mlp --epochs 20 --lr 0.1 --batch_size 64 \
@@ -48,7 +59,7 @@ stage memorization $PY main_memorization.py --dataset digits --arch mlp --epochs
 
 for mem in low mid high mix; do
   F=("${BASE[@]}" "${FORGET[@]}" --mem "$mem")
-  stage "s$SEED-$mem-retrain"  $PY main_forget.py --unlearn retrain "${F[@]}" --unlearn_epochs 15 --unlearn_lr 0.1
+  resumable "s$SEED-$mem-retrain" $PY main_forget.py --unlearn retrain "${F[@]}" --unlearn_epochs 15 --unlearn_lr 0.1
   stage "s$SEED-$mem-original" $PY main_forget.py --unlearn original "${F[@]}"
   stage "s$SEED-$mem-FT"       $PY main_forget.py --unlearn FT       "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
   stage "s$SEED-$mem-FT_prune" $PY main_forget.py --unlearn FT_prune "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5 --alpha 1e-4

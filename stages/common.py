@@ -4,6 +4,7 @@ lines."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict
@@ -24,7 +25,36 @@ from trainer.step import NonFiniteLoss
 import unlearn
 from unlearn.base import UnlearnConfig, UnlearnTask
 from utils.data import ImageData
-from utils.rundir import save_model, write_metrics, write_outputs
+from utils.errors import UserError
+from utils.rundir import is_complete, save_model, write_metrics, write_outputs
+
+
+# Flags that do not change a run's result (where it runs, where files go, how it is launched):
+# a finished run is the same run whatever their values.
+RESULT_NEUTRAL = frozenset({"data", "download", "device", "gpu", "workers", "ckpts", "save_dir", "save", "overwrite",
+                            "resume", "checkpoint", "no_save", "mask", "path", "runs", "out"})
+
+
+def finished_run(run_dir: Path, args: argparse.Namespace, prog: str) -> bool:
+    """Whether ``run_dir`` already holds this finished run: True (after one line saying where) when
+    its config.json records the same result-defining flags; a finished run of other flags is refused
+    in one line naming them (it must not be reused, nor replaced without ``--overwrite``). False
+    when there is no finished run, or with ``--overwrite``."""
+    if args.overwrite or not is_complete(run_dir):
+        return False
+    try:
+        old = json.loads((run_dir / "config.json").read_text()).get("args", {})
+    except (OSError, ValueError, AttributeError):
+        old = None
+    new = json.loads(json.dumps(vars(args), default=str))
+    differ = None if old is None else sorted(k for k in set(old) | set(new)
+                                             if k not in RESULT_NEUTRAL and old.get(k) != new.get(k))
+    if differ is None or differ:
+        what = ("its config.json is unreadable" if differ is None else "other settings: " + ", ".join(
+            f"--{k} {old.get(k)!r} there vs {new.get(k)!r} here" for k in differ[:3]))
+        raise UserError(f"{run_dir} holds a finished run of {what}; pass --overwrite to replace it")
+    print(f"{prog}: {run_dir} already holds this finished run; nothing to do (--overwrite recomputes it)")
+    return True
 
 
 class Diverged(Exception):

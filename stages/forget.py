@@ -26,10 +26,10 @@ import torch
 
 from evaluation.entanglement import entanglement_score, entanglement_score_normalized
 from forget_sets.file import ForgetSet, sha256_file
-from forget_sets.kinds import ForgetPlan, plan_forget_set
+from forget_sets.kinds import plan_forget_set
 from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from stages import configs
-from stages.common import finish_run, main_of, run_timed, start_model, unlearn_metrics
+from stages.common import finish_run, finished_run, main_of, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import embed
@@ -40,7 +40,7 @@ from unlearn.saliency import load_mask, mask_fraction, provenance_mismatches, re
 from utils import paths
 from utils.data import ImageData, load_data
 from utils.errors import UserError
-from utils.rundir import check_writable, is_complete, prepare_run_dir, run_config, write_config
+from utils.rundir import check_writable, prepare_run_dir, run_config, write_config
 
 
 def main(prog: str, argv: Sequence[str] | None = None, allowed: tuple[str, ...] | None = None) -> int:
@@ -68,7 +68,11 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     check_can_save(plan)
     model_name = paths.model_name_of(model_file) if model_file is not None else configs.default_pretrained(args).name
     tag = None if args.es else method_tag(args.unlearn, configs.unlearn_config(args), args.path)
-    run_dir = None if args.es else _check_run_dir(args, plan, model_name, tag, retrain)
+    run_dir = None if args.es else paths.unlearn_run_dir(args.ckpts, plan.name, model_name, tag, args.seed)
+    if run_dir is not None and finished_run(run_dir, args, prog):
+        return 0
+    if run_dir is not None:
+        _check_run_dir(args, run_dir, retrain)
 
     fs = load_or_build(plan, spec, data, device=device)
     if args.path and model_file is not None:
@@ -126,17 +130,13 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     return 0
 
 
-def _check_run_dir(args: argparse.Namespace, plan: ForgetPlan, model_name: str, tag: str, retrain: bool) -> Path:
-    """The run directory, refused when it holds a finished (or, without --resume, an unfinished)
-    run or cannot be written."""
-    run_dir = paths.unlearn_run_dir(args.ckpts, plan.name, model_name, tag, args.seed)
-    if is_complete(run_dir) and not args.overwrite:
-        raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it")
+def _check_run_dir(args: argparse.Namespace, run_dir: Path, retrain: bool) -> None:
+    """Refuse a run directory that holds an unfinished retrain (without --resume) or cannot be
+    written."""
     if (run_dir / CHECKPOINT).is_file() and not (args.overwrite or (args.resume and retrain)):
         raise UserError(f"{run_dir} holds an unfinished retrain; pass --resume to continue it or --overwrite "
                         f"to restart")
     check_writable(run_dir, "--ckpts")
-    return run_dir
 
 
 def _warn_mask_provenance(mask_file: str, model_file: Path, fs: ForgetSet) -> None:

@@ -29,8 +29,8 @@ from stages import configs
 from utils.rundir import check_writable, git_commit
 from utils.data import load_data
 from utils.errors import UserError
-from unlearn.saliency import (DEFAULT_RATIOS, check_ratio, forget_gradients, mask_file_name, saliency_masks,
-                            save_mask)
+from unlearn.saliency import (DEFAULT_RATIOS, check_ratio, forget_gradients, mask_file_name, read_mask_file,
+                            saliency_masks, save_mask)
 
 
 def note(msg: str) -> None:
@@ -47,12 +47,31 @@ def mask_targets(args: argparse.Namespace) -> tuple[Path, dict[float, Path]]:
     flag = "--save" if args.save else "--save_dir"
     out = Path(args.save_dir)
     check_writable(out, flag)
-    targets = {q: out / mask_file_name(args.mask_order, q) for q in dict.fromkeys(ratios)}
-    existing = [p for p in targets.values() if p.exists()]
-    if existing and not args.overwrite:
-        raise UserError(f"{flag} {out}: {existing[0].name} already exists ({len(existing)} of the mask files); "
-                        f"pass --overwrite to replace them")
-    return out, targets
+    return out, {q: out / mask_file_name(args.mask_order, q) for q in dict.fromkeys(ratios)}
+
+
+def still_to_write(args: argparse.Namespace, targets: dict[float, Path], model_sha: str,
+                   forget_set: str, forget_set_sha: str | None) -> dict[float, Path]:
+    """The targets not yet written: a file already holding this mask (same model, forget set,
+    order, ratio and batch size, e.g. from a run killed after some of its files) is kept; a file of
+    another mask is refused unless ``--overwrite``."""
+    flag = "--save" if args.save else "--save_dir"
+    todo = {}
+    for q, path in targets.items():
+        if not path.exists() or args.overwrite:
+            todo[q] = path
+            continue
+        _, m = read_mask_file(path, flag)
+        same = m is not None and (m.get("model_sha256"), m.get("forget_set_name"), m.get("order"), m.get("ratio"),
+                                  m.get("batch_size")) == (model_sha, forget_set, args.mask_order, float(q),
+                                                           int(args.batch_size))
+        if same and forget_set_sha is not None and m.get("forget_set_sha256") not in (None, forget_set_sha):
+            same = False
+        if not same:
+            raise UserError(f"{flag} {path.parent}: {path.name} holds another mask (other model, forget set or "
+                            f"settings); pass --overwrite to replace it")
+        print(f"{path}: already holds this mask", file=sys.stderr)
+    return todo
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +83,12 @@ def run(args: argparse.Namespace) -> int:
     spec = configs.forget_spec(args, start_model=model_file)
     plan = plan_forget_set(spec, data)
     check_can_save(plan)
+    model_sha = sha256_file(model_file)
+    targets = still_to_write(args, targets, model_sha, plan.name,
+                             sha256_file(plan.path) if plan.path.is_file() else None)
+    if not targets:
+        note(f"{out}: every mask file already holds its mask; nothing to do (--overwrite recomputes them)")
+        return 0
     model = load_model_file(model_file, spec, data, device)
     fs = load_or_build(plan, spec, data, device=device, log=note)
     if args.unlearn_epochs != 1:
@@ -74,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     masks = saliency_masks(grads, list(targets), args.mask_order)
     num_params = sum(g.numel() for g in grads.values())
     base = {
-        "model_file": str(model_file), "model_sha256": sha256_file(model_file),
+        "model_file": str(model_file), "model_sha256": model_sha,
         "forget_set": str(plan.path), "forget_set_name": plan.name,
         "forget_set_sha256": sha256_file(plan.path) if plan.path.is_file() else None,
         "forget_ids_sha256": forget_ids_sha256(fs), "num_forget": int(len(fs.forget_ids)),

@@ -151,18 +151,25 @@ class EstimatorJob:
         return prepare_model(build_for(self.args.arch, self.data, imagenet_arch=self.args.imagenet_arch), self.device)
 
 
-def open_progress(args: argparse.Namespace, out_dir: Path) -> EstimatorJob:
-    """Refuse to overwrite finished scores, load the data and this shard's progress (resumed when
-    its settings match the flags, else a one-line error), or start an empty one."""
+def open_progress(args: argparse.Namespace, out_dir: Path) -> EstimatorJob | None:
+    """Load the data and this shard's progress (resumed when its settings match the flags, else a
+    one-line error), or start an empty one; None when the score file already holds these scores
+    (scores of other settings are refused without ``--overwrite``)."""
     sharded = args.shard is not None
     shard, n_shards = (args.shard, args.num_shards) if sharded else (0, 1)
     final = score_path(out_dir, args.dataset)
-    if not sharded and final.is_file() and not args.overwrite:
-        raise UserError(f"{final} already holds memorization scores; pass --overwrite to recompute them")
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
+    manifest = estimator_manifest(args, data)
+    if not sharded and final.is_file() and not args.overwrite:
+        diff = recipe_mismatch(load_progress(final).manifest, manifest)
+        if diff:
+            raise UserError(f"{final} holds memorization scores of other settings ({'; '.join(diff[:3])}, found vs "
+                            f"asked); pass --overwrite to recompute them")
+        print(f"main_memorization.py: {final} already holds these memorization scores; nothing to do "
+              f"(--overwrite recomputes them)")
+        return None
     dev = device(args)
     cpu_threads(dev)
-    manifest = estimator_manifest(args, data)
     prog_path = shard_path(out_dir, args.dataset, shard, n_shards)
     prog = None
     if prog_path.is_file() and not args.overwrite:
@@ -243,6 +250,8 @@ def finish_estimator(job: EstimatorJob, out_dir: Path, *, seconds: float, traine
 def run_estimator(args: argparse.Namespace, out_dir: Path) -> int:
     """Train this process's models not yet done, then finish (score file, or shard complete)."""
     job = open_progress(args, out_dir)
+    if job is None:
+        return 0
     mine = shard_models(args.num_models, job.shard, job.num_shards)
     todo = [int(k) for k in mine if not job.prog.done[k]]
     announce(job, mine, todo)

@@ -34,7 +34,7 @@ from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from memorization.proxies import PROXIES, PROXY_SIGN
 from memorization.scores import load_proxy
 from stages import configs
-from stages.common import finish_run, main_of, pct, run_timed, start_model, unlearn_metrics
+from stages.common import finish_run, finished_run, main_of, pct, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, synchronize
 from unlearn.base import UnlearnTask
 from unlearn.config import hparams_record, optimizer_tag_parts
@@ -46,7 +46,7 @@ from utils import paths
 from utils.data import ImageData, load_data
 from utils.errors import UserError
 from utils.io import atomic_write_json
-from utils.rundir import check_writable, is_complete, prepare_run_dir, run_config, save_model, write_config, \
+from utils.rundir import check_writable, prepare_run_dir, run_config, save_model, write_config, \
     write_outputs
 
 DEFAULT_PROXY = "confidence"
@@ -247,8 +247,6 @@ def prepare(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[s
     key_info["key_sha256"] = sha256_file(key_file)
     model_name = paths.model_name_of(model_file)
     run_dir = paths.unlearn_run_dir(args.ckpts, fs_plan.name, model_name, rp.tag, args.seed)
-    if is_complete(run_dir) and not args.overwrite:
-        raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it")
     check_writable(run_dir, "--ckpts")
     return RumJob(args, rp, device, data, model, model_file, model_name, spec, fs_plan, key_by_id, key_info, scores,
                   run_dir)
@@ -283,6 +281,8 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
     """The whole stage (see the module docstring); ``command_line`` (default ``sys.argv[1:]``) tells
     which flags were given. Returns the exit status."""
     job = prepare(args, prog, grouping, command_line)
+    if finished_run(job.run_dir, args, prog):
+        return 0
     rp, k = job.plan, job.plan.k
     fs = load_or_build(job.fs_plan, job.spec, job.data, device=job.device)
     groups, sizes, matches_mix = make_groups(job, fs)

@@ -17,6 +17,7 @@ from torch import nn
 
 from memorization.learning_events import LearningEvents
 from models import build_for
+from stages.common import finished_run
 from stages.configs import device, pretrain_dir, pretrain_name, pretrain_recipe, train_seed
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
@@ -32,9 +33,9 @@ from utils.rundir import (check_writable, is_complete, prepare_run_dir, run_conf
 
 def run_dir_of(args: argparse.Namespace) -> Path:
     """Where the run goes: ``--checkpoint``'s directory when given (a new directory, or a killed run
-    to continue with ``--resume``), else :func:`pretrain_dir`. Refused when it cannot be written,
-    when it holds a run started with other settings, and for ``--resume`` when there is nothing to
-    resume."""
+    to continue with ``--resume``), else :func:`pretrain_dir`. Refused when it cannot be written or
+    holds a run started with other settings. ``--resume`` without a checkpoint there starts from
+    the beginning (``--checkpoint`` naming none is refused)."""
     run_dir, flag = pretrain_dir(args), "--resume"
     if args.checkpoint:
         ck, flag = Path(args.checkpoint), "--checkpoint"
@@ -45,13 +46,14 @@ def run_dir_of(args: argparse.Namespace) -> Path:
         raise UserError(f"{flag}: {run_dir} holds the run {started}, started with other settings than these "
                         f"({pretrain_name(args)}); " + ("resume it with its own flags" if args.resume else
                                                         "choose another directory"))
-    if not args.resume:
-        return run_dir
-    if is_complete(run_dir):
-        raise UserError(f"{flag}: {run_dir} holds a finished run, nothing to resume (pass --overwrite to train it "
-                        f"again)")
+    if not args.resume or is_complete(run_dir):
+        return run_dir  # a finished run: stages.common.finished_run decides
     if not (run_dir / CHECKPOINT).is_file():
-        raise UserError(f"{flag}: no checkpoint to resume from at {run_dir / CHECKPOINT}")
+        if args.checkpoint:
+            raise UserError(f"--checkpoint: no checkpoint to resume from at {run_dir / CHECKPOINT}")
+        print(f"main_train.py: --resume: no checkpoint at {run_dir / CHECKPOINT} (killed before its first epoch "
+              f"ended, or never started): starting from the beginning")
+        args.resume = False
     return run_dir
 
 
@@ -101,6 +103,8 @@ def write_results(args: argparse.Namespace, run_dir: Path, model: nn.Module, dat
 def run(args: argparse.Namespace) -> int:
     """``main_train.py``: pretrain ``--arch`` on ``--dataset`` (data-parallel under torchrun)."""
     run_dir = run_dir_of(args)
+    if finished_run(run_dir, args, "main_train.py"):
+        return 0
     info = init_distributed(resolve_device(args.device).type)
     dev = device(args, info.local_rank if info.enabled else None)
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)

@@ -170,9 +170,15 @@ def test_original_es_group_and_refusal_of_finished_run(workdir, monkeypatch, cap
         train_acc = float((z["train_logits"].argmax(1) == z["train_labels"]).mean())
     n_r, n_f = m["num_retain"], m["num_forget"]
     assert (m["accuracy"]["retain"] * n_r + m["accuracy"]["forget"] * n_f) / (n_r + n_f) == pytest.approx(train_acc)
-    # a finished run is refused; --overwrite replaces it
+    # rerunning a finished run is a no-op (exit 0, one line); other settings in the same directory
+    # are refused; --overwrite replaces it
+    done = _run_dir(workdir, fs_name, "original") / "metrics.json"
+    before = done.read_bytes()
     code, out, err = cli(main_forget, argv, monkeypatch, capsys, workdir)
-    assert code == 2 and "already holds a finished run" in err and len(err.strip().splitlines()) == 1
+    assert code == 0 and "already holds this finished run" in out and done.read_bytes() == before
+    code, out, err = cli(main_forget, argv + ["--weight_decay", "0.01"], monkeypatch, capsys, workdir)
+    assert code == 2 and "--weight_decay 0.0005 there vs 0.01 here" in err and err.count("\n") == 1
+    assert done.read_bytes() == before
     code, out, err = cli(main_forget, argv + ["--overwrite"], monkeypatch, capsys, workdir)
     assert code == 0, err
     # --es: prints the entanglement score, writes no run

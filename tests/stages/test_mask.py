@@ -78,9 +78,19 @@ def test_readme_command_end_to_end(pretrained):
         prev = mask
     assert all(bool(m.all()) for m in prev.values())
 
-    # the same command again: refused (nothing overwritten) before any work
+    # the same command again: nothing to do, nothing rewritten; after losing some files (a kill
+    # after 3 of 10), the rerun writes only the missing ones
+    files = sorted(out.glob("mask_largest_*.pt"))
+    before = {p: p.read_bytes() for p in files}
     again = _run(cmd, root)
-    assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 0 and "nothing to do" in again.stderr and "Traceback" not in again.stderr
+    assert {p: p.read_bytes() for p in files} == before
+    for p in files[3:]:
+        p.unlink()
+    again = _run(cmd, root)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.read_bytes() for p in files} == before
+    assert again.stdout.split() == [str(p) for p in files[3:]]
 
     # the sharp-unlearn release's order, one ratio, the same forget set reused
     r = _run(["generate_mask.py", "--save_dir", str(out), "--num_indexes_to_replace", "60",

@@ -65,9 +65,14 @@ def test_estimator_writes_scores_and_summary(tmp_path, monkeypatch, capsys, data
     assert summary["group_size"] == len(data.train_ids) // 10
     assert summary["spearman"]["confidence"]["count"] == int(valid.sum())
     assert not shard_path(mdir, "digits", 0, 1).exists()  # the single-process progress file is gone
-    # an existing result is not overwritten
-    assert run(monkeypatch, argv) == 2
-    assert "already holds" in _error(capsys)
+    # rerunning the same command is a no-op (exit 0, the scores untouched); other settings are refused
+    before = score_path(mdir, "digits").read_bytes()
+    capsys.readouterr()
+    assert run(monkeypatch, argv) == 0
+    assert "already holds these memorization scores" in capsys.readouterr().out
+    assert score_path(mdir, "digits").read_bytes() == before
+    assert run(monkeypatch, [*argv, "--subset_ratio", "0.5"]) == 2
+    assert "other settings" in _error(capsys) and score_path(mdir, "digits").read_bytes() == before
 
 
 def test_shards_merge_like_a_single_run(tmp_path, monkeypatch, capsys):

@@ -93,9 +93,11 @@ def test_readme_command_verbatim(module, workdir, monkeypatch, capsys):
     assert not skipped and [r.path for r in runs if r.method == "RUM" and r.method_tag == tag] == [run_dir]
     assert any(line.startswith(f"{tag}: retain") and str(run_dir.relative_to(workdir)) in line
                for line in out.splitlines())
-    # a finished run is refused
+    # rerunning the finished run is a no-op: exit 0, one line saying where, nothing rewritten
+    before = (run_dir / "metrics.json").read_bytes()
     code, out, err = cli(module, argv, monkeypatch, capsys, workdir)
-    assert code == 2 and "already holds a finished run" in err and len(err.strip().splitlines()) == 1
+    assert code == 0 and f"{run_dir.relative_to(workdir)} already holds this finished run" in out and err == ""
+    assert (run_dir / "metrics.json").read_bytes() == before
 
 
 def test_default_plan_order_retain_sets_chaining_and_retrain_pairing(workdir, monkeypatch, capsys):

@@ -144,12 +144,15 @@ def test_resnet18_trains_on_digits(runs):
 
 
 def test_finished_run_is_not_overwritten(runs, run_script):
-    """A second identical command refuses (exit 2, one line) and leaves the result alone."""
+    """A second identical command is a no-op (exit 0, one line saying where) and leaves the result
+    alone; the same directory asked with other settings is refused (exit 2, one line)."""
     r0, run_dir = runs["digits_resnet18"]
     assert r0.returncode == 0
     before = (run_dir / "model.pt").read_bytes()
     r = run_script("main_train.py", *RUNS["digits_resnet18"][0], cwd=run_dir.parents[2])
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--overwrite" in r.stderr, r.stderr
+    assert r.returncode == 0 and "already holds this finished run" in r.stdout and r.stderr == "", r.stderr
+    r = run_script("main_train.py", *RUNS["digits_resnet18"][0], "--momentum", "0.5", cwd=run_dir.parents[2])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--momentum 0.9 there vs 0.5 here" in r.stderr, r.stderr
     assert (run_dir / "model.pt").read_bytes() == before
 
 
@@ -164,7 +167,8 @@ BAD = {
     "rho": (["--dataset", "digits", "--arch", "mlp", "--sam", "min", "--rho", "-1"], "--rho"),
     "sam": (["--dataset", "digits", "--arch", "mlp", "--sam", "foo"], "--sam"),
     "save_dir_under_file": (["--dataset", "digits", "--arch", "mlp", "--save_dir", "a_file/runs"], "--save_dir"),
-    "resume_no_checkpoint": (["--dataset", "digits", "--arch", "mlp", "--resume"], "--resume"),
+    "checkpoint_without_one": (["--dataset", "digits", "--arch", "mlp", "--resume", "--checkpoint", "empty"],
+                               "--checkpoint"),
 }
 
 
@@ -223,8 +227,19 @@ def test_checkpoint_naming_another_run_is_refused(tmp_path, monkeypatch, capsys)
 
 
 def test_resume_of_a_finished_run_says_so(tmp_path, monkeypatch, capsys):
+    """--resume on a finished run is a no-op that says so (a rerun after a kill between the run's
+    end and a script's own bookkeeping); nothing is rewritten."""
     assert run_cli(main_train, RESUME_BASE, monkeypatch, capsys, tmp_path)[0] == 0
-    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--resume"], "--resume", "finished run")
+    before = _snapshot(tmp_path)
+    code, out, err = run_cli(main_train, [*RESUME_BASE, "--resume"], monkeypatch, capsys, tmp_path)
+    assert code == 0 and "already holds this finished run" in out and err == ""
+    assert _snapshot(tmp_path) == before
+
+
+def test_resume_without_a_checkpoint_starts_from_the_beginning(tmp_path, monkeypatch, capsys):
+    code, out, err = run_cli(main_train, [*RESUME_BASE, "--resume"], monkeypatch, capsys, tmp_path)
+    assert code == 0 and "starting from the beginning" in out
+    assert (tmp_path / "ckpts" / "original" / MLP_RUN / "metrics.json").is_file()
 
 
 def test_resume_of_another_recipe_is_refused(tmp_path, monkeypatch, capsys):
