@@ -131,12 +131,15 @@ def load_run(path: Path) -> Run:
 
 
 def discover(root: str | Path) -> tuple[list[Run], list[str]]:
-    """All runs under ``root`` (sorted by path) and one line per skipped ``metrics.json``."""
+    """All runs under ``root`` (sorted by path) and one line per skipped ``metrics.json``. Hidden
+    directories (``.<run>.overwrite``: a replacement not yet in place) hold no run."""
     root = Path(root)
     runs, skipped = [], []
     if not root.is_dir():
         return runs, skipped
     for p in sorted(root.rglob("metrics.json")):
+        if any(part.startswith(".") for part in p.relative_to(root).parts[:-1]):
+            continue
         try:
             runs.append(load_run(p))
         except ValueError as e:

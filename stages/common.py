@@ -138,11 +138,14 @@ def summary_line(metrics: dict[str, Any], run_dir: Path) -> str:
 
 
 def finish_run(args: argparse.Namespace, model: torch.nn.Module, data: ImageData, fs: ForgetSet, run_dir: Path,
-               device: torch.device, make_metrics: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+               device: torch.device, make_metrics: Callable[[Any], dict[str, Any]],
+               commit: Callable[[], Path] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``fs`` and write the run directory: model.pt (unless ``--no_save``),
     outputs.npz, then metrics.json (``make_metrics(evaluation)``), which marks the run finished;
     only then the resume checkpoint (retrain) is removed, so a kill at any point keeps either a
-    resumable or a finished run. Prints the summary line and a warning when the model collapsed."""
+    resumable or a finished run. ``commit`` then puts the run in place (``utils.rundir.commit_run_dir``:
+    a replacement under ``--overwrite`` replaces the old run only now) and returns where it is.
+    Prints the summary line and a warning when the model collapsed."""
     ev = evaluate(model, data, fs, device, seed=args.seed)
     metrics = make_metrics(ev)
     if not args.no_save:
@@ -150,6 +153,8 @@ def finish_run(args: argparse.Namespace, model: torch.nn.Module, data: ImageData
     write_outputs(run_dir, ev.outputs)
     write_metrics(run_dir, metrics)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    if commit is not None:
+        run_dir = commit()
     print(summary_line(metrics, run_dir))
     if metrics["collapsed"]:
         print(f"warning: the model collapsed (retain accuracy {pct(metrics['accuracy']['retain'])} is at chance "

@@ -40,7 +40,7 @@ from unlearn.saliency import load_mask, mask_fraction, provenance_mismatches, re
 from utils import paths
 from utils.data import ImageData, load_data
 from utils.errors import UserError
-from utils.rundir import check_writable, prepare_run_dir, run_config, write_config
+from utils.rundir import check_writable, commit_run_dir, prepare_run_dir, run_config, write_config
 
 
 def main(prog: str, argv: Sequence[str] | None = None, allowed: tuple[str, ...] | None = None) -> int:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     fs_file = Path(plan.path)
     fs_sha = sha256_file(fs_file)
     if info.is_main:
-        run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume and retrain)
+        final, run_dir = run_dir, prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume and retrain)
         if not (args.resume and retrain and (run_dir / "config.json").is_file()):  # a resumed run keeps its own
             write_config(run_dir, run_config(
                 vars(args), stage="unlearn", prog=prog, method=args.unlearn, method_tag=tag, forget_set=plan.name,
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
                lambda ev: unlearn_metrics(args, method=args.unlearn, tag=tag, data=data, forget_set=plan.name,
                                           forget_kind=plan.kind, fs=fs, fs_file=fs_file, fs_sha=fs_sha, ev=ev,
                                           seconds=seconds, pretrained=None if retrain else model_file,
-                                          model_name=model_name, hparams=hparams, device=device))
+                                          model_name=model_name, hparams=hparams, device=device),
+               commit=lambda: commit_run_dir(run_dir, final))
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0
 

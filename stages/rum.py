@@ -46,7 +46,7 @@ from utils import paths
 from utils.data import ImageData, load_data
 from utils.errors import UserError
 from utils.io import atomic_write_json
-from utils.rundir import check_writable, prepare_run_dir, run_config, save_model, write_config, \
+from utils.rundir import check_writable, commit_run_dir, prepare_run_dir, run_config, save_model, write_config, \
     write_outputs
 
 DEFAULT_PROXY = "confidence"
@@ -293,7 +293,8 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
           + f", processed {' -> '.join(f'{lab} ({len(gr)})' for lab, gr in zip(labels, groups))}: "
           + ", ".join(f"{s.method}" for s in rp.steps))
 
-    run_dir = prepare_run_dir(job.run_dir, overwrite=args.overwrite)
+    final = job.run_dir
+    run_dir = job.run_dir = prepare_run_dir(final, overwrite=args.overwrite)  # steps are written there too
     for stale in run_dir.glob("step*"):  # an unfinished earlier attempt of the same run
         if stale.is_dir():
             shutil.rmtree(stale)
@@ -323,7 +324,8 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
                                              forget_set=job.fs_plan.name, forget_kind=job.fs_plan.kind, fs=fs,
                                              fs_file=fs_file, fs_sha=fs_sha, ev=ev, seconds=total,
                                              pretrained=job.model_file, model_name=job.model_name,
-                                             hparams=hparams, device=job.device), "rum": rum_record})
+                                             hparams=hparams, device=job.device), "rum": rum_record},
+               commit=lambda: commit_run_dir(run_dir, final))
     return 0
 
 

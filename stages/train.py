@@ -27,7 +27,7 @@ from utils.data import ImageData, load_data
 from utils.errors import UserError
 from utils.io import atomic_save_npz
 from utils.paths import MODEL_FILE, learning_event_proxy_path
-from utils.rundir import (check_writable, is_complete, prepare_run_dir, run_config, save_model, write_config,
+from utils.rundir import (check_writable, commit_run_dir, is_complete, prepare_run_dir, run_config, save_model, write_config,
                           write_metrics, write_outputs)
 
 
@@ -110,13 +110,13 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
     torch.manual_seed(train_seed(args))
     model = build_for(args.arch, data, imagenet_arch=args.imagenet_arch)
-    run_dir = start_run(args, run_dir, data, info)
+    final, run_dir = run_dir, start_run(args, run_dir, data, info)
     model = wrap_model(prepare_model(model, dev), info, dev)
     events = LearningEvents(len(data.x), dev)
     if info.is_main:
         print(f"pretraining {args.arch} on {args.dataset} ({len(data.train_ids)} train, {len(data.val_ids)} val, "
               f"{len(data.test_y)} test) on {dev}" + (f" x{info.world} ranks" if info.enabled else "")
-              + f" -> {run_dir}")
+              + f" -> {final}")
     t0 = time.perf_counter()
     history = fit(model, data.to(dev), data.train_ids, pretrain_recipe(args), seed=args.seed, device=dev,
                   run_dir=run_dir, resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain",
@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         finish(info)
     model = unwrap(model)
     metrics = write_results(args, run_dir, model, data, events, dev, history, train_seconds)
+    run_dir = commit_run_dir(run_dir, final)  # --overwrite: the finished run is replaced only now
     print(f"done: train {100 * metrics['train_acc']:.2f}%  val {100 * metrics['val_acc']:.2f}%  "
           f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)

@@ -52,27 +52,69 @@ def is_complete(run_dir: Path) -> bool:
     return (Path(run_dir) / "metrics.json").is_file()
 
 
-def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool = False) -> Path:
-    """Create ``run_dir``; refuse a complete one unless ``overwrite`` (then it is cleared). Temporary
-    files left by a killed atomic write (``remove_stale_tmp``) are deleted."""
+def _staging(run_dir: Path) -> Path:
+    """Where ``--overwrite`` builds the replacement of a finished run, beside it."""
+    return run_dir.parent / f".{run_dir.name}.overwrite"
+
+
+def _previous(run_dir: Path) -> Path:
+    """Where a finished run waits while its replacement is moved into place."""
+    return run_dir.parent / f".{run_dir.name}.previous"
+
+
+def restore_interrupted(run_dir: Path) -> None:
+    """Undo a replacement a kill interrupted between its two renames: the finished run moved aside
+    goes back into place (the replacement, not yet in place, is discarded)."""
     run_dir = Path(run_dir)
+    previous = _previous(run_dir)
+    if previous.is_dir() and not run_dir.exists():
+        previous.rename(run_dir)
+    if previous.is_dir() and is_complete(run_dir):
+        shutil.rmtree(previous)
+
+
+def prepare_run_dir(run_dir: Path, *, overwrite: bool, resume: bool = False) -> Path:
+    """The directory to write the run into. A finished run is refused unless ``overwrite``; then
+    the new run is built in a staging directory beside it and replaces it only when complete
+    (:func:`commit_run_dir`), so a kill at any point keeps the old result. An unfinished run is
+    cleared with ``overwrite``. Temporary files left by a killed atomic write are deleted."""
+    run_dir = Path(run_dir)
+    restore_interrupted(run_dir)
+    target = run_dir
     if is_complete(run_dir):
         if not overwrite:
             raise UserError(f"{run_dir} already holds a finished run; pass --overwrite to replace it")
-        shutil.rmtree(run_dir)
+        target = _staging(run_dir)
+        if target.exists():
+            shutil.rmtree(target)
     elif run_dir.exists() and not resume and any(run_dir.iterdir()):
         if not overwrite and (run_dir / "checkpoint.pt").exists():
             raise UserError(f"{run_dir} holds an unfinished run; pass --resume to continue it or --overwrite to restart")
         if overwrite:
             shutil.rmtree(run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / ".write_test"
         probe.write_bytes(b"")
         probe.unlink()
-        remove_stale_tmp(run_dir)
+        remove_stale_tmp(target)
     except OSError as e:
-        raise UserError(f"--save_dir: cannot write to {run_dir}: {e.strerror or e}") from None
+        raise UserError(f"--save_dir: cannot write to {target}: {e.strerror or e}") from None
+    return target
+
+
+def commit_run_dir(written: Path, run_dir: Path) -> Path:
+    """Put a run written by :func:`prepare_run_dir` in place: a no-op unless it was staged beside a
+    finished run, which it then replaces (moved aside, the new one renamed in, the old deleted).
+    Returns ``run_dir``."""
+    written, run_dir = Path(written), Path(run_dir)
+    if written != run_dir:
+        previous = _previous(run_dir)
+        if previous.exists():
+            shutil.rmtree(previous)
+        run_dir.rename(previous)
+        written.rename(run_dir)
+        shutil.rmtree(previous)
     return run_dir
 
 

@@ -66,3 +66,13 @@ def test_mixed_archs_error(tmp_path):
                   acc=(1, 1, 1, 0), arch=arch, level="low")
     with pytest.raises(UserError, match="architectures: cnn_s .*mlp .*--arch"):
         analyse(root, tmp_path / "out")
+
+
+def test_discover_skips_replacements_not_yet_in_place(tmp_path):
+    """A killed --overwrite leaves its staging directory (.<run>.overwrite) beside the run: no run."""
+    from results.runs import discover
+
+    hidden = tmp_path / "fs" / "model" / "FT" / ".seed1.overwrite"
+    hidden.mkdir(parents=True)
+    (hidden / "metrics.json").write_text("{}")
+    assert discover(tmp_path) == ([], [])

@@ -131,6 +131,31 @@ def test_retrain_killed_while_finishing_keeps_its_checkpoint(workdir, tmp_path, 
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1, 2]
 
 
+def test_overwrite_killed_before_the_end_keeps_the_old_run(workdir, tmp_path, monkeypatch, capsys):
+    import stages.common
+
+    ck = tmp_path / "ck"
+    (ck / "memorization").mkdir(parents=True)
+    (ck / "memorization" / "digits_memorization.npz").write_bytes(
+        (workdir / "ckpts" / "memorization" / "digits_memorization.npz").read_bytes())
+    argv = ["--unlearn", "FT", *PRETRAIN, "--unlearn_epochs", "1", "--mem", "high", "--num_indexes_to_replace", "30",
+            "--ckpts", str(ck), "--mask", str(workdir / "ckpts" / "original" / RUN)]
+    assert cli(main_forget, argv, monkeypatch, capsys, workdir)[0] == 0
+    run_dir = next(ck.glob("unlearn/*/*/FT_*/seed2"))
+    old = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages.common, "write_metrics", killed)
+    assert cli(main_forget, [*argv, "--overwrite", "--unlearn_lr", "0.01"], monkeypatch, capsys, workdir)[0] == 130
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == old
+    monkeypatch.undo()
+    code, out, err = cli(main_forget, [*argv, "--overwrite"], monkeypatch, capsys, workdir)
+    assert code == 0, err
+    assert (run_dir / "metrics.json").is_file() and sorted(p.name for p in run_dir.parent.iterdir()) == ["seed2"]
+
+
 def _mask_file(path, arch="cnn_s", classes=10):
     from unlearn.saliency import save_mask
 

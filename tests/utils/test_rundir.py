@@ -2,6 +2,8 @@
 temporaries), check_writable, and the modes of the artifacts written (issue 13 item 8)."""
 from __future__ import annotations
 
+import json
+
 import os
 import stat
 import subprocess
@@ -13,7 +15,7 @@ import pytest
 from torch import nn
 
 from utils.errors import UserError
-from utils.rundir import (check_writable, is_complete, prepare_run_dir, save_model, write_config, write_metrics,
+from utils.rundir import (check_writable, commit_run_dir, is_complete, prepare_run_dir, save_model, write_config, write_metrics,
                           write_outputs)
 
 
@@ -58,13 +60,33 @@ def test_prepare_with_overwrite_clears_an_unfinished_run(tmp_path):
     assert run_dir.is_dir() and list(run_dir.iterdir()) == []
 
 
-def test_prepare_with_overwrite_clears_a_finished_run(tmp_path):
+def test_overwrite_replaces_a_finished_run_only_when_the_new_one_is_complete(tmp_path):
+    """--overwrite builds the new run beside the finished one; a kill before commit_run_dir keeps
+    the old result in place; commit_run_dir swaps them."""
     run_dir = tmp_path / "run"
-    tmp_files(run_dir)
     write_metrics(run_dir, {"acc": 1.0})
-    assert is_complete(run_dir)
-    prepare_run_dir(run_dir, overwrite=True)
-    assert list(run_dir.iterdir()) == [] and not is_complete(run_dir)
+    staged = prepare_run_dir(run_dir, overwrite=True)
+    assert staged != run_dir and staged.parent == run_dir.parent and list(staged.iterdir()) == []
+    write_metrics(staged, {"acc": 0.5})
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"acc": 1.0}  # a kill here loses nothing
+    # killed before the new run finished: the next --overwrite starts the staging again
+    assert prepare_run_dir(run_dir, overwrite=True) == staged and list(staged.iterdir()) == []
+    write_metrics(staged, {"acc": 0.5})
+    assert commit_run_dir(staged, run_dir) == run_dir
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"acc": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_replacement_killed_between_its_renames_is_undone(tmp_path):
+    run_dir = tmp_path / "run"
+    write_metrics(run_dir, {"acc": 1.0})
+    staged = prepare_run_dir(run_dir, overwrite=True)
+    write_metrics(staged, {"acc": 0.5})
+    run_dir.rename(tmp_path / ".run.previous")  # the first rename of commit_run_dir, then a kill
+    with pytest.raises(UserError, match="already holds a finished run"):
+        prepare_run_dir(run_dir, overwrite=False)  # the old run is back in place first
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"acc": 1.0}
+    assert not (tmp_path / ".run.previous").exists()
 
 
 def test_prepare_fresh_directory(tmp_path):
