@@ -266,3 +266,39 @@ def test_bad_input(case, workdir, monkeypatch, capsys, tmp_path):
     prog = f"{module.__name__}.py"
     assert len(lines) == 1 and lines[0].startswith(f"{prog}: error:") and expect in lines[0], err
     assert not (tmp_path / "fresh").exists()
+
+
+def test_killed_during_a_step_then_rerun_equals_an_uninterrupted_run(workdir, tmp_path, monkeypatch, capsys):
+    """RUM keeps no checkpoint: a run killed after its first step leaves no finished run, and the
+    rerun starts over and gives exactly the uninterrupted result."""
+    import numpy as np
+
+    import stages.rum
+
+    def copy_inputs(ck):
+        for sub in ("original", "memorization"):
+            for p in (workdir / "ckpts" / sub).rglob("*"):
+                if p.is_file():
+                    (ck / p.relative_to(workdir / "ckpts")).parent.mkdir(parents=True, exist_ok=True)
+                    (ck / p.relative_to(workdir / "ckpts")).write_bytes(p.read_bytes())
+        return ck
+
+    argv = [*README, "--rum_epochs", "1,1,1"]
+    ref, ck = copy_inputs(tmp_path / "ref"), copy_inputs(tmp_path / "ck")
+    assert cli(main_rum, [*argv, "--ckpts", str(ref)], monkeypatch, capsys, workdir)[0] == 0
+    real = stages.rum.record_step
+
+    def kill_after_first(job, data_dev, fs, fs_sha, model, step, res):
+        real(job, data_dev, fs, fs_sha, model, step, res)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages.rum, "record_step", kill_after_first)
+    assert cli(main_rum, [*argv, "--ckpts", str(ck)], monkeypatch, capsys, workdir)[0] == 130
+    assert not list(ck.glob("unlearn/**/metrics.json"))
+    monkeypatch.undo()
+    assert cli(main_rum, [*argv, "--ckpts", str(ck)], monkeypatch, capsys, workdir)[0] == 0
+    a, b = (next(d.glob("unlearn/*/*/RUM_*/seed2")) for d in (ref, ck))
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert ma["accuracy"] == mb["accuracy"] and ma["mia"] == mb["mia"]
+    with np.load(a / "outputs.npz") as za, np.load(b / "outputs.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in za.files)

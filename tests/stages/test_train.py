@@ -257,3 +257,18 @@ def test_corrupt_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
     (run / "config.json").write_text(json.dumps({"run_name": MLP_RUN}))
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--resume"], "--resume", "checkpoint.pt", "damaged")
+
+
+def test_output_made_read_only_mid_run_is_one_line(tmp_path, monkeypatch, capsys):
+    """The run directory refusing writes after training (read-only, full) ends in one line and exit
+    status 1, not a traceback. (Simulated: this machine runs the tests as root, whom chmod does not stop.)"""
+    import errno
+
+    import stages.train
+
+    def refused(run_dir, *a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", str(run_dir / "model.pt"))
+
+    monkeypatch.setattr(stages.train, "save_model", refused)
+    code, out, err = run_cli(main_train, RESUME_BASE, monkeypatch, capsys, tmp_path)
+    assert code == 1 and err.count("\n") == 1 and "cannot write" in err and "model.pt" in err
