@@ -103,41 +103,63 @@ def test_readme_retrain_command_verbatim(workdir, monkeypatch, capsys):
     assert not (_run_dir(workdir, "digits_mem-low_n60", "retrain") / "checkpoint.pt").exists()
 
 
-def test_retrain_killed_while_finishing_keeps_its_checkpoint(workdir, tmp_path, monkeypatch, capsys):
-    """A kill after the retrain's last epoch but before metrics.json is written leaves a resumable
-    run (the checkpoint is removed only after metrics.json), and the resumed run's log.jsonl holds
-    each epoch once."""
-    import stages.common
-
-    ck = tmp_path / "ck"
-    argv = ["--unlearn", "retrain", *PRETRAIN, "--unlearn_epochs", "2", "--unlearn_lr", "0.1", "--mem", "high",
-            "--num_indexes_to_replace", "30", "--ckpts", str(ck), "--mask", str(workdir / "ckpts" / "original" / RUN)]
+def _ckpts_with_scores(workdir, ck):
     (ck / "memorization").mkdir(parents=True)
     (ck / "memorization" / "digits_memorization.npz").write_bytes(
         (workdir / "ckpts" / "memorization" / "digits_memorization.npz").read_bytes())
+    return ck
+
+
+@pytest.mark.parametrize("kill_at", ["after the first epoch", "after the last epoch, before metrics.json"])
+def test_retrain_killed_then_resumed_equals_an_uninterrupted_retrain(workdir, tmp_path, monkeypatch, capsys,
+                                                                      kill_at):
+    """A retrain killed after its first epoch's checkpoint, or after the last epoch but before
+    metrics.json (the checkpoint is removed only after it), resumes with --resume to exactly the
+    uninterrupted result, and its log.jsonl holds each epoch once."""
+    import numpy as np
+
+    import stages.common
+    import trainer.fit
+
+    def argv(ck):
+        return ["--unlearn", "retrain", *PRETRAIN, "--unlearn_epochs", "2", "--unlearn_lr", "0.1", "--mem", "high",
+                "--num_indexes_to_replace", "30", "--ckpts", str(ck), "--mask",
+                str(workdir / "ckpts" / "original" / RUN)]
+
+    ref, ck = _ckpts_with_scores(workdir, tmp_path / "ref"), _ckpts_with_scores(workdir, tmp_path / "ck")
+    assert cli(main_forget, argv(ref), monkeypatch, capsys, workdir)[0] == 0
 
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(stages.common, "write_metrics", killed)
-    code, out, err = cli(main_forget, argv, monkeypatch, capsys, workdir)
-    assert code == 130
+    if kill_at == "after the first epoch":
+        real = trainer.fit._write_log
+
+        def log_then_kill(run_dir, history):
+            real(run_dir, history)
+            if len(history) == 1:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(trainer.fit, "_write_log", log_then_kill)
+    else:
+        monkeypatch.setattr(stages.common, "write_metrics", killed)
+    assert cli(main_forget, argv(ck), monkeypatch, capsys, workdir)[0] == 130
     run_dir = next(ck.glob("unlearn/*/*/retrain/seed2"))
     assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").exists()
     monkeypatch.undo()
-    code, out, err = cli(main_forget, [*argv, "--resume"], monkeypatch, capsys, workdir)
+    code, out, err = cli(main_forget, [*argv(ck), "--resume"], monkeypatch, capsys, workdir)
     assert code == 0, err
     assert (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoint.pt").exists()
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1, 2]
+    ref_dir = next(ref.glob("unlearn/*/*/retrain/seed2"))
+    with np.load(ref_dir / "outputs.npz") as za, np.load(run_dir / "outputs.npz") as zb:
+        assert all(np.array_equal(za[k], zb[k]) for k in za.files)
 
 
 def test_overwrite_killed_before_the_end_keeps_the_old_run(workdir, tmp_path, monkeypatch, capsys):
     import stages.common
 
-    ck = tmp_path / "ck"
-    (ck / "memorization").mkdir(parents=True)
-    (ck / "memorization" / "digits_memorization.npz").write_bytes(
-        (workdir / "ckpts" / "memorization" / "digits_memorization.npz").read_bytes())
+    ck = _ckpts_with_scores(workdir, tmp_path / "ck")
     argv = ["--unlearn", "FT", *PRETRAIN, "--unlearn_epochs", "1", "--mem", "high", "--num_indexes_to_replace", "30",
             "--ckpts", str(ck), "--mask", str(workdir / "ckpts" / "original" / RUN)]
     assert cli(main_forget, argv, monkeypatch, capsys, workdir)[0] == 0
