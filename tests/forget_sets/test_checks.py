@@ -16,23 +16,7 @@ from forget_sets.kinds import ForgetPlan, given_set_name, plan_forget_set
 from forget_sets.store import build_forget_set, check_can_save, check_fits
 from stages.configs import forget_spec
 from utils import paths
-from utils.data import load_data
 from utils.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data("digits")
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, data):
-    """A working directory with ckpts/memorization/digits_memorization.npz (random scores)."""
-    monkeypatch.chdir(tmp_path)
-    scores = np.random.RandomState(0).rand(len(data.x))
-    (tmp_path / "ckpts" / "memorization").mkdir(parents=True)
-    np.savez(tmp_path / "ckpts" / "memorization" / "digits_memorization.npz", memorization=scores)
-    return tmp_path, scores
 
 
 def _args(*argv):

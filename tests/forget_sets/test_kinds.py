@@ -8,7 +8,6 @@ import torch
 from arg_parser import parse_args
 from models import build_model
 from utils.rundir import save_model
-from utils.data import load_data
 from forget_sets.select import centroid_distance_groups, es_forget_ids
 from utils.errors import UserError
 from forget_sets.kinds import plan_forget_set as _plan
@@ -17,21 +16,6 @@ from stages.configs import forget_spec
 from trainer.evaluate import embed as embed_ids
 from forget_sets.file import load_forget_set, make_forget_set, save_forget_set, sha256_file
 from forget_sets.select import memorization_groups, proxy_groups, random_forget, select_level, shuffle_groups
-
-
-@pytest.fixture(scope="module")
-def data():
-    return load_data("digits")
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch, data):
-    """A working directory with ckpts/memorization/digits_memorization.npz (random scores)."""
-    monkeypatch.chdir(tmp_path)
-    scores = np.random.RandomState(0).rand(len(data.x))
-    (tmp_path / "ckpts" / "memorization").mkdir(parents=True)
-    np.savez(tmp_path / "ckpts" / "memorization" / "digits_memorization.npz", memorization=scores)
-    return tmp_path, scores
 
 
 def _args(*argv):
