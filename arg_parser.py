@@ -78,15 +78,8 @@ def _str_list(text: str) -> list[str]:
 def build_parser(prog: str | None = None) -> OneLineParser:
     """The one parser: every flag of every script, in groups (names and choices from the registries)."""
     p = OneLineParser(prog=prog, description="Sharpness-aware machine unlearning toolkit")
-    _add_data(p)
-    _add_training(p)
-    _add_sam(p)
-    _add_forget_set(p)
-    _add_unlearning(p)
-    _add_masks(p)
-    _add_memorization(p)
-    _add_rum(p)
-    _add_analysis(p)
+    for add in FLAG_GROUPS.values():
+        add(p)
     return p
 
 
@@ -200,6 +193,24 @@ def _add_analysis(p: OneLineParser) -> None:
     g.add_argument("--runs", default=None, help="(new) directory of unlearning runs (default ckpts/unlearn)")
     g.add_argument("--out", default=None, help="(new) output directory of the tables")
     g.add_argument("--es_normalized", action="store_true", help="(new) the sharp-unlearn normalized ES")
+
+
+FLAG_GROUPS: dict[str, Callable[[OneLineParser], None]] = {
+    "data": _add_data, "training": _add_training, "sam": _add_sam, "forget_set": _add_forget_set,
+    "unlearning": _add_unlearning, "masks": _add_masks, "memorization": _add_memorization, "rum": _add_rum,
+    "analysis": _add_analysis,
+}
+
+
+def group_dests(*groups: str) -> frozenset[str]:
+    """The destinations of the flags in the named groups of :func:`build_parser` (``"training"``,
+    ``"sam"``, ...): what a stage reads, e.g. to compare two runs' settings."""
+    p = OneLineParser()
+    for g in groups:
+        if g not in FLAG_GROUPS:
+            raise ValueError(f"unknown flag group {g!r}; known: {', '.join(FLAG_GROUPS)}")
+        FLAG_GROUPS[g](p)
+    return frozenset(a.dest for a in p._actions if a.dest != "help")
 
 
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None, *, description: str | None = None,

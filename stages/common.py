@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from arg_parser import parse_args
+from arg_parser import group_dests, parse_args
 from evaluation.evaluate import evaluate
 from forget_sets.file import ForgetSet
 from forget_sets.store import forget_ids_sha256
@@ -35,11 +35,16 @@ RESULT_NEUTRAL = frozenset({"data", "download", "device", "gpu", "workers", "ckp
                             "resume", "checkpoint", "no_save", "mask", "path", "runs", "out"})
 
 
-def finished_run(run_dir: Path, args: argparse.Namespace, prog: str) -> bool:
+# The flag groups an unlearning run reads (main_forget.py, main_random.py).
+FORGET_GROUPS = ("data", "training", "sam", "forget_set", "unlearning")
+
+
+def finished_run(run_dir: Path, args: argparse.Namespace, prog: str, groups: Sequence[str]) -> bool:
     """Whether ``run_dir`` already holds this finished run: True (after one line saying where) when
-    its config.json records the same result-defining flags; a finished run of other flags is refused
-    in one line naming them (it must not be reused, nor replaced without ``--overwrite``). False
-    when there is no finished run, or with ``--overwrite``."""
+    its config.json records the same values of the flags the stage reads (the parser's ``groups``,
+    less :data:`RESULT_NEUTRAL`); a finished run of other values is refused in one line naming
+    them (it must not be reused, nor replaced without ``--overwrite``). False when there is no
+    finished run, or with ``--overwrite``."""
     if args.overwrite or not is_complete(run_dir):
         return False
     try:
@@ -47,8 +52,8 @@ def finished_run(run_dir: Path, args: argparse.Namespace, prog: str) -> bool:
     except (OSError, ValueError, AttributeError):
         old = None
     new = json.loads(json.dumps(vars(args), default=str))
-    differ = None if old is None else sorted(k for k in set(old) | set(new)
-                                             if k not in RESULT_NEUTRAL and old.get(k) != new.get(k))
+    read = group_dests(*groups) - RESULT_NEUTRAL
+    differ = None if old is None else sorted(k for k in read if old.get(k) != new.get(k))
     if differ is None or differ:
         what = ("its config.json is unreadable" if differ is None else "other settings: " + ", ".join(
             f"--{k} {old.get(k)!r} there vs {new.get(k)!r} here" for k in differ[:3]))

@@ -29,7 +29,7 @@ from forget_sets.file import ForgetSet, sha256_file
 from forget_sets.kinds import plan_forget_set
 from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from stages import configs
-from stages.common import finish_run, finished_run, main_of, run_timed, start_model, unlearn_metrics
+from stages.common import FORGET_GROUPS, finish_run, finished_run, main_of, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import embed
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, prog: str = "main_forget.py", allowed: tuple[s
     model_name = paths.model_name_of(model_file) if model_file is not None else configs.default_pretrained(args).name
     tag = None if args.es else method_tag(args.unlearn, configs.unlearn_config(args), args.path)
     run_dir = None if args.es else paths.unlearn_run_dir(args.ckpts, plan.name, model_name, tag, args.seed)
-    if run_dir is not None and finished_run(run_dir, args, prog):
+    if run_dir is not None and finished_run(run_dir, args, prog, FORGET_GROUPS):
         return 0
     if run_dir is not None:
         _check_run_dir(args, run_dir, retrain)

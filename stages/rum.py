@@ -34,7 +34,7 @@ from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from memorization.proxies import PROXIES, PROXY_SIGN
 from memorization.scores import load_proxy
 from stages import configs
-from stages.common import finish_run, finished_run, main_of, pct, run_timed, start_model, unlearn_metrics
+from stages.common import FORGET_GROUPS, finish_run, finished_run, main_of, pct, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, synchronize
 from unlearn.base import UnlearnTask
 from unlearn.config import hparams_record, optimizer_tag_parts
@@ -281,7 +281,7 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
     """The whole stage (see the module docstring); ``command_line`` (default ``sys.argv[1:]``) tells
     which flags were given. Returns the exit status."""
     job = prepare(args, prog, grouping, command_line)
-    if finished_run(job.run_dir, args, prog):
+    if finished_run(job.run_dir, args, prog, FORGET_GROUPS + ("rum", "masks")):
         return 0
     rp, k = job.plan, job.plan.k
     fs = load_or_build(job.fs_plan, job.spec, job.data, device=job.device)

@@ -103,7 +103,7 @@ def write_results(args: argparse.Namespace, run_dir: Path, model: nn.Module, dat
 def run(args: argparse.Namespace) -> int:
     """``main_train.py``: pretrain ``--arch`` on ``--dataset`` (data-parallel under torchrun)."""
     run_dir = run_dir_of(args)
-    if finished_run(run_dir, args, "main_train.py"):
+    if finished_run(run_dir, args, "main_train.py", ("data", "training", "sam")):
         return 0
     info = init_distributed(resolve_device(args.device).type)
     dev = device(args, info.local_rank if info.enabled else None)

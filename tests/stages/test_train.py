@@ -272,3 +272,12 @@ def test_output_made_read_only_mid_run_is_one_line(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(stages.train, "save_model", refused)
     code, out, err = run_cli(main_train, RESUME_BASE, monkeypatch, capsys, tmp_path)
     assert code == 1 and err.count("\n") == 1 and "cannot write" in err and "model.pt" in err
+
+
+def test_a_rerun_compares_only_the_flags_pretraining_reads(tmp_path, monkeypatch, capsys):
+    """An unlearning flag on the command line does not make a finished pretraining another run."""
+    assert run_cli(main_train, RESUME_BASE, monkeypatch, capsys, tmp_path)[0] == 0
+    code, out, err = run_cli(main_train, [*RESUME_BASE, "--unlearn_lr", "0.5", "--mem", "high"], monkeypatch,
+                             capsys, tmp_path)
+    assert code == 0 and "already holds this finished run" in out
+    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--weight_decay", "0"], "--weight_decay")
