@@ -108,21 +108,29 @@ def test_exit_status_2_one_line(script, fake_root, tmp_path, monkeypatch, capsys
     assert not (tmp_path / "o").exists()
 
 
+def _saved_cnn(run_dir):
+    """The digits data and a freshly initialized cnn_s (seed 0), saved as a run in ``run_dir``."""
+    import torch
+
+    from models import build_for
+    from utils.data import load_data
+    from utils.rundir import save_model
+
+    data = load_data("digits")
+    torch.manual_seed(0)
+    model = build_for("cnn_s", data)
+    save_model(run_dir, model, arch="cnn_s", num_classes=data.num_classes, dataset="digits")
+    return data, model
+
+
 def test_entanglement_score_cli(tmp_path, capsys):
     """analysis.py --es on a small digits model equals entanglement_score of model.embed."""
     import torch
 
-    from models import build_model
-    from utils.rundir import save_model
-    from utils.data import load_data
     from evaluation.entanglement import entanglement_score, entanglement_score_normalized
     from forget_sets.file import make_forget_set, save_forget_set
 
-    data = load_data("digits")
-    torch.manual_seed(0)
-    model = build_model("cnn_s", data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                        mean=data.mean, std=data.std)
-    save_model(tmp_path / "run", model, arch="cnn_s", num_classes=data.num_classes, dataset="digits")
+    data, model = _saved_cnn(tmp_path / "run")
     forget = data.train_ids[::10][:40]
     fs = make_forget_set(data.train_ids, forget, {"dataset": "digits", "kind": "random", "n": 40, "seed": 1,
                                                   "split_seed": 1})
@@ -148,17 +156,7 @@ def test_entanglement_score_cli(tmp_path, capsys):
 
 def test_entanglement_score_builder_group(tmp_path, capsys):
     """Without --forget_set, the shared builder makes the forget set (here an ES group)."""
-    import torch
-
-    from models import build_model
-    from utils.rundir import save_model
-    from utils.data import load_data
-
-    data = load_data("digits")
-    torch.manual_seed(0)
-    model = build_model("cnn_s", data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-                        mean=data.mean, std=data.std)
-    save_model(tmp_path / "run", model, arch="cnn_s", num_classes=data.num_classes, dataset="digits")
+    data, model = _saved_cnn(tmp_path / "run")
     argv = ["--es", "--dataset", "digits", "--arch", "cnn_s", "--device", "cpu", "--mask", str(tmp_path / "run"),
             "--group_index", "14", "--num_indexes_to_replace", "30", "--ckpts", str(tmp_path / "ckpts")]
     assert run_analysis("tow", "analysis.py", argv) == 0
