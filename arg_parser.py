@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from forget_sets.select import LEVELS, parse_mem
 from memorization.proxies import PROXIES
 from models import ARCHS
+from trainer.device import PRECISIONS
 from unlearn import canonical_method, method_names
 from utils.data import DATASETS, canonical_dataset
 from utils.errors import UserError
@@ -110,6 +111,9 @@ def _add_training(p: OneLineParser) -> None:
     g.add_argument("--epochs", type=int, default=50, help="pretraining epochs")
     g.add_argument("--warmup", type=int, default=0, help="warm-up epochs")
     g.add_argument("--no_aug", action="store_true", help="no training augmentation")
+    g.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto",
+                   help="(new) training forward passes: auto (bf16 autocast on CUDA, fp32 on the CPU) | fp32 | bf16; "
+                        "evaluation and gradient statistics are always fp32")
     g.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
     g.add_argument("--checkpoint", default=None, help="run directory or checkpoint file to resume from")
     g.add_argument("--save_dir", default=None, help="output directory (main_train: ckpts/original)")
@@ -154,6 +158,9 @@ def _add_unlearning(p: OneLineParser) -> None:
     g.add_argument("--gamma", type=_finite_float, default=None, help="SCRUB CE weight")
     g.add_argument("--msteps", type=int, default=None, help="SCRUB max-steps epochs")
     g.add_argument("--kd_T", type=_finite_float, default=None, help="SCRUB temperature")
+    g.add_argument("--release", action="store_true",
+                   help="(new) the sharp-unlearn release's behaviour for every deviation that changes training "
+                        "(README: Deviations from the release)")
     g.add_argument("--no_save", action="store_true", help="do not write the unlearned model")
     g.add_argument("--es", action="store_true", help="entanglement score of the forget set")
 
@@ -186,6 +193,8 @@ def _add_rum(p: OneLineParser) -> None:
     g.add_argument("--rum_epochs", type=_int_list, default=None, help="(new) epochs per group")
     g.add_argument("--rum_alpha", type=_float_list, default=None, help="(new) alpha per group")
     g.add_argument("--rum_groups", type=int, default=3, help="(new) number of groups K")
+    g.add_argument("--aug", action="store_true",
+                   help="(new) augment the RUM steps' batches (RUM's scripts, and the default, do not)")
 
 
 def _add_analysis(p: OneLineParser) -> None:

@@ -131,7 +131,7 @@ class _CpuBf16:
         import trainer.loop as loop
 
         saved = loop.autocast
-        loop.autocast = lambda device: torch.autocast("cpu", dtype=torch.bfloat16)
+        loop.autocast = lambda device, precision="fp32": torch.autocast("cpu", dtype=torch.bfloat16)
         try:
             return self.fn()
         finally:

@@ -145,7 +145,8 @@ def loss_curvature(model: nn.Module, data: ImageData, train_ids: np.ndarray, rec
         t0 = time.perf_counter()
         batches = iterate(data.x, data.y, train_ids, recipe.batch_size, shuffle=True, generator=gen,
                           device=device, augment=augment)
-        stats = train_epoch(model, opt, batches, device=device, desc=f"curvature {epoch + 1}/{recipe.epochs}")
+        stats = train_epoch(model, opt, batches, device=device, desc=f"curvature {epoch + 1}/{recipe.epochs}",
+                            precision=recipe.precision)
         sched.step()
         per_epoch.append(curvature_pass(model, data, train_ids, h, batch_size=max(recipe.batch_size, 256),
                                         device=device))

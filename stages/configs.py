@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from forget_sets.kinds import ForgetSpec
-from trainer.device import device_from_args
+from trainer.device import device_from_args, resolve_precision
 from trainer.fit import Recipe
 from trainer.optim import SamConfig
 from unlearn import METHODS, RUM, method_names
@@ -33,10 +33,16 @@ def device(args: argparse.Namespace, local_rank: int | None = None) -> torch.dev
     return device_from_args(args.device, args.gpu, local_rank)
 
 
+def precision(args: argparse.Namespace) -> str:
+    """``--precision`` resolved on ``--device``: fp32 or bf16 (DESIGN.md §5)."""
+    return resolve_precision(getattr(args, "precision", "auto"), device(args))
+
+
 def pretrain_recipe(args: argparse.Namespace) -> Recipe:
     """The pretraining recipe of main_train.py."""
     return Recipe(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, momentum=args.momentum,
-                  weight_decay=args.weight_decay, warmup=args.warmup, augment=not args.no_aug, sam=sam_config(args))
+                  weight_decay=args.weight_decay, warmup=args.warmup, augment=not args.no_aug, sam=sam_config(args),
+                  precision=precision(args))
 
 
 def pretrain_name(args: argparse.Namespace, *, sam: bool = True) -> str:
@@ -123,13 +129,13 @@ def unlearn_config(args: argparse.Namespace, mask: dict | None = None) -> Unlear
     if args.unlearn == "retrain":
         recipe = Recipe(epochs=args.unlearn_epochs, lr=args.unlearn_lr, batch_size=args.batch_size,
                         momentum=args.momentum, weight_decay=args.weight_decay, warmup=args.warmup,
-                        augment=not args.no_aug, sam=sam)
+                        augment=not args.no_aug, sam=sam, precision=precision(args))
     return UnlearnConfig(
         lr=args.unlearn_lr, epochs=args.unlearn_epochs, batch_size=args.batch_size, optimizer=args.unlearn_optimizer,
         momentum=args.momentum, weight_decay=args.weight_decay, milestones=tuple(args.decreasing_lr),
         augment=not args.no_aug, sam=sam, separate=tuple(args.separate) if args.separate else None, mask=mask,
         alpha=args.alpha, beta=args.beta, gamma=args.gamma, msteps=args.msteps, kd_T=args.kd_T,
-        no_l1_epochs=args.no_l1_epochs, recipe=recipe)
+        no_l1_epochs=args.no_l1_epochs, recipe=recipe, precision=precision(args), release=bool(args.release))
 
 
 def train_seed(args: argparse.Namespace) -> int:

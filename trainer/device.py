@@ -1,5 +1,7 @@
-"""Device choice and mixed precision (DESIGN.md §5): ``auto`` picks CUDA when present; on CUDA the
-forward runs under bf16 autocast. The model uses channels_last on every device: on the CPU too it
+"""Device choice and mixed precision (DESIGN.md §5): ``--device auto`` picks CUDA when present;
+``--precision auto`` means bf16 autocast for training forward passes on CUDA and float32 on the CPU
+(``bf16`` is allowed on the CPU too). Evaluation and every gradient used as a statistic run in
+float32 whatever the precision. The model uses channels_last on every device: on the CPU too it
 trains faster (bench/bench_train.py, docs/BENCHMARKS.md: ResNet-18 1.24x, cnn_s 1.2x per core)."""
 from __future__ import annotations
 
@@ -31,10 +33,25 @@ def device_from_args(name: str, gpu: int = 0, local_rank: int | None = None) -> 
     return dev
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``--precision`` resolved on ``device``: ``auto`` -> ``bf16`` on CUDA, ``fp32`` elsewhere."""
+    name = (name or "auto").lower()
+    if name not in PRECISIONS:
+        raise UserError(f"--precision {name!r}: accepted: {', '.join(PRECISIONS)}")
+    if name == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return name
+
+
+def autocast(device: torch.device | str, precision: str = "fp32"):
+    """bf16 autocast on ``device`` when ``precision`` is ``bf16`` (a resolved precision); a no-op for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision {precision!r}: expected a resolved precision, fp32 or bf16")
     return contextlib.nullcontext()
 
 

@@ -106,7 +106,7 @@ class _EnsembleStep:
         skeleton = st.skeleton.train(True)
 
         def loss_one(p, b, xb, yb):
-            with autocast(device):
+            with autocast(device, recipe.precision):
                 out = functional_call(skeleton, (p, b), (xb,))
             out = out.float()
             return F.cross_entropy(out, yb), out
@@ -207,7 +207,7 @@ def compare_step_times(models: Sequence[nn.Module], xb: torch.Tensor, yb: torch.
 
     def single_step():
         opt.zero_grad(set_to_none=True)
-        with autocast(device):
+        with autocast(device, recipe.precision):
             out = one(xb)
         F.cross_entropy(out.float(), yb).backward()
         opt.step()
@@ -301,7 +301,7 @@ def predict_ensemble(models: Sequence[nn.Module], x: torch.Tensor, ids: np.ndarr
                      max_pairs: int = EVAL_PAIRS) -> torch.Tensor:
     """Eval-mode logits [M, n, C] (float32, CPU) of every model on the images ``x[ids]``.
 
-    Never augmented. ``batched`` False evaluates one model after another (the fallback)."""
+    Never augmented, always float32. ``batched`` False evaluates one model after another (the fallback)."""
     device = torch.device(device)
     ids_t = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     M = len(models)
@@ -311,8 +311,7 @@ def predict_ensemble(models: Sequence[nn.Module], x: torch.Tensor, ids: np.ndarr
     for start in range(0, len(ids_t), step):
         gid = ids_t[start:start + step].to(x.device)
         xb = x[gid].to(device, non_blocking=True).float().div_(255)
-        with autocast(device):
-            out = st.forward_eval(xb) if st is not None else torch.stack([_eval_one(mod, xb) for mod in models])
+        out = st.forward_eval(xb) if st is not None else torch.stack([_eval_one(mod, xb) for mod in models])
         outs.append(out.float().cpu())
     if not outs:
         n_out = getattr(getattr(models[0], "fc", None), "out_features", 0)

@@ -58,6 +58,7 @@ class Recipe:
     augment: bool = True
     sam: SamConfig | None = None
     optimizer: str = "sgd"
+    precision: str = "fp32"  # resolved --precision of the training forward passes: fp32 | bf16
 
 
 def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe, *, seed: int,
@@ -106,7 +107,7 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
         if dist_info.enabled:
             batches = _local_batches(batches, dist_info)
         stats = train_epoch(model, optimizer, batches, on_batch=on_batch, device=device, total=steps,
-                            desc=f"{desc} {epoch + 1}/{recipe.epochs}")
+                            desc=f"{desc} {epoch + 1}/{recipe.epochs}", precision=recipe.precision)
         scheduler.step()
         if dist_info.enabled:
             t = torch.tensor([stats["loss"], stats["acc"]], dtype=torch.float64)

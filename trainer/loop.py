@@ -24,8 +24,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
                 loss_fn: LossFn = F.cross_entropy, trainable: Mask | None = None,
                 on_batch: Callable[[Batch, torch.Tensor], None] | None = None,
                 device: torch.device | str = "cpu", total: int | None = None,
-                desc: str = "train") -> dict[str, float]:
-    """One pass; returns mean loss and accuracy (fraction) of the clean forward passes.
+                desc: str = "train", precision: str = "fp32") -> dict[str, float]:
+    """One pass (forward passes under ``precision``, fp32 or bf16 autocast); returns mean loss and
+    accuracy (fraction) of the clean forward passes.
     ``on_batch(batch, logits)`` sees the clean logits of each step (learning-event proxies)."""
     device = torch.device(device)
     model.train()
@@ -34,7 +35,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Ite
     seen = 0
     for b in tqdm(batches, total=total, desc=desc, leave=False, disable=None):
         def closure(b=b):
-            with autocast(device):
+            with autocast(device, precision):
                 out = model(b.x)
             loss = loss_fn(out.float(), b.y)
             return (loss * b.scale if b.scale != 1.0 else loss), out

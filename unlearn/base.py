@@ -56,6 +56,8 @@ class UnlearnConfig:
     msteps: int | None = None  # SCRUB max-step epochs
     kd_T: float | None = None  # SCRUB temperature
     no_l1_epochs: int = 0  # FT_l1: last epochs without L1
+    precision: str = "fp32"  # resolved --precision of the training forward passes: fp32 | bf16
+    release: bool = False  # --release: the sharp-unlearn release's behaviour (DESIGN.md §7.8)
     recipe: Recipe | None = None  # the training recipe (retrain)
     run_dir: Path | None = None  # retrain: checkpoint every epoch here
     resume: bool = False  # retrain: continue from run_dir's checkpoint
@@ -100,7 +102,7 @@ def run_epochs(task: UnlearnTask, cfg: UnlearnConfig, name: str,
         stats = train_epoch(task.model, opt, batches(task, ids, cfg, labels=labels), loss_fn=loss_fn(epoch),
                             trainable=trainable,
                             device=task.device, total=num_batches(len(ids), cfg.batch_size),
-                            desc=f"{name} {epoch + 1}/{cfg.epochs}")
+                            desc=f"{name} {epoch + 1}/{cfg.epochs}", precision=cfg.precision)
         sched.step()
         line = report(epoch, stats) if report is not None else None
         if line:

@@ -46,18 +46,18 @@ from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optim
 from utils.batches import Batch, num_batches
 
 
-def _ce(model: nn.Module, b: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    with autocast(device):
+def _ce(model: nn.Module, b: Batch, device: torch.device, precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    with autocast(device, precision):
         out = model(b.x)
     return F.cross_entropy(out.float(), b.y), out
 
 
 def ng_loss(model: nn.Module, br: Batch, bf: Batch, alpha: float,
-            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+            device: torch.device | str = "cpu", precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """``alpha * CE(retain batch) - (1 - alpha) * CE(forget batch)`` and the retain logits."""
     device = torch.device(device)
-    ce_r, out_r = _ce(model, br, device)
-    ce_f, _ = _ce(model, bf, device)
+    ce_r, out_r = _ce(model, br, device, precision)
+    ce_f, _ = _ce(model, bf, device, precision)
     return alpha * ce_r - (1.0 - alpha) * ce_f, out_r
 
 
@@ -71,16 +71,16 @@ def cycle_batches(task: UnlearnTask, ids: np.ndarray, cfg: UnlearnConfig) -> Ite
 
 def minmax_step(model: nn.Module, opt_retain: torch.optim.Optimizer, opt_forget: torch.optim.Optimizer,
                 br: Batch, bf: Batch, alpha: float, mask: Mask,
-                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                device: torch.device | str = "cpu", precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One Sharp MinMax iteration (see the module docstring); returns (L_r, L_f, retain logits)."""
     device = torch.device(device)
 
     def retain_closure():
-        ce, out = _ce(model, br, device)
+        ce, out = _ce(model, br, device, precision)
         return alpha * ce, out
 
     def forget_closure():
-        ce, out = _ce(model, bf, device)
+        ce, out = _ce(model, bf, device, precision)
         return -(1.0 - alpha) * ce, out
 
     loss_r, out_r = optimizer_step(model, opt_retain, retain_closure, trainable=complement(mask))
@@ -123,10 +123,10 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
         for br in batches(task, task.retain_ids, cfg):
             bf = next(forget_iter)
             if separate:
-                lr_, lf_, out = minmax_step(model, opt_r, opt_f, br, bf, alpha, mask, device)
+                lr_, lf_, out = minmax_step(model, opt_r, opt_f, br, bf, alpha, mask, device, cfg.precision)
                 loss = lr_ + lf_
             else:
-                loss, out = optimizer_step(model, opt, lambda br=br, bf=bf: ng_loss(model, br, bf, alpha, device),
+                loss, out = optimizer_step(model, opt, lambda br=br, bf=bf: ng_loss(model, br, bf, alpha, device, cfg.precision),
                                            trainable=cfg.mask)
             n = len(br.y)
             loss_sum += loss * n

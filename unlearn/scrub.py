@@ -61,7 +61,7 @@ def resolve(cfg: UnlearnConfig) -> tuple[int, float, float, float]:
 def distill_pass(student: nn.Module, teacher: nn.Module, optimizer: torch.optim.Optimizer,
                  batch_iter: Iterable[Batch], *, mode: str, kd_T: float, gamma: float = 0.0,
                  beta: float = 0.0, trainable: Mask | None = None, device: torch.device = torch.device("cpu"),
-                 total: int | None = None) -> dict[str, float]:
+                 total: int | None = None, precision: str = "fp32") -> dict[str, float]:
     """One pass of SCRUB: ``mode="max"`` (L = -KL_T) or ``mode="min"`` (L = gamma CE + beta KL_T).
     Returns the mean loss and accuracy of the clean student forward passes."""
     if mode not in ("max", "min"):
@@ -70,13 +70,13 @@ def distill_pass(student: nn.Module, teacher: nn.Module, optimizer: torch.optim.
     teacher.eval()
     loss_sum, correct, seen = 0.0, 0, 0
     for b in tqdm(batch_iter, total=total, desc=f"scrub {mode}", leave=False, disable=None):
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, precision):
             t_logits = teacher(b.x).float()
 
         scale = getattr(b, "scale", 1.0)  # data-parallel slice of a global batch (utils.batches)
 
         def closure(b=b, t_logits=t_logits, scale=scale):
-            with autocast(device):
+            with autocast(device, precision):
                 out = student(b.x)
             out = out.float()
             kl = distill_kl(out, t_logits, kd_T)
@@ -101,7 +101,8 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:
     teacher = copy.deepcopy(student).eval()
     teacher.requires_grad_(False)
     opt, sched = make_unlearn_optimizer(student.parameters(), cfg)
-    common = dict(kd_T=kd_T, gamma=gamma, beta=beta, trainable=cfg.mask, device=task.device)
+    common = dict(kd_T=kd_T, gamma=gamma, beta=beta, trainable=cfg.mask, device=task.device,
+                  precision=cfg.precision)
     forget_ids, retain_ids = np.asarray(task.forget_ids), np.asarray(task.retain_ids)
     for epoch in range(cfg.epochs):
         if epoch <= msteps:  # the original's condition: msteps + 1 max passes
