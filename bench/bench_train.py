@@ -38,7 +38,7 @@ from models import build_model  # noqa: E402
 from trainer.device import prepare_model  # noqa: E402
 from trainer.loop import train_epoch  # noqa: E402
 from trainer.optim import make_optimizer  # noqa: E402
-from utils.batches import iterate  # noqa: E402
+from utils.batches import Augment, iterate  # noqa: E402
 from utils.data import NORMALIZATION  # noqa: E402
 
 MEAN, STD = NORMALIZATION["cifar10"]
@@ -57,7 +57,7 @@ def make_model(channels_last: bool, seed: int = 0) -> torch.nn.Module:
 # --- ours ----------------------------------------------------------------------------------------
 
 def ours_pass(model, opt, x, y, ids, bs, gen) -> None:
-    batches = iterate(x, y, ids, bs, shuffle=True, generator=gen, augment=(4, True))
+    batches = iterate(x, y, ids, bs, shuffle=True, generator=gen, augment=Augment(4, True))
     train_epoch(model, opt, batches, device="cpu")
 
 
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
         print("\n# breakdown (seconds per pass of %d images)" % n)
         gen = torch.Generator().manual_seed(3)
         t_ours_data = timed(lambda: [b.x.sum() for b in iterate(x, y, ids, bs, shuffle=True, generator=gen,
-                                                                augment=(4, True))])
+                                                                augment=Augment(4, True))])
         t_base_data = timed(lambda: [im.sum() for im, _ in baseline_loader(x, y, bs, 4)])
         print(f"  data only: ours {t_ours_data:.3f} s, baseline (PIL per image) {t_base_data:.3f} s")
         for cl in formats:

@@ -13,7 +13,8 @@ seed=seeds[k])`` trains it, up to floating-point summation order:
 
 * its batches come from its own ``torch.Generator().manual_seed(seeds[k])``: a ``randperm`` of
   its (sorted) subset at the start of every epoch, then, when ``recipe.augment``, the crop/flip
-  draws of each batch in order, as ``utils.batches.iterate`` draws them;
+  (and, for CIFAR-100, RandAugment) draws of each batch in order, as ``utils.batches.iterate``
+  draws them (``Augment.stacked``: RandAugment then runs once on all M batches together);
 * all subsets have the same size, so every model takes the same number of steps per epoch (the
   last batch of an epoch is short for all of them alike);
 * every model gets the gradient of its own batch-mean cross-entropy; SGD with momentum and weight
@@ -50,7 +51,7 @@ from trainer.device import autocast, synchronize
 from trainer.fit import Recipe
 from trainer.schedule import cosine_factor
 from trainer.step import NonFiniteLoss
-from utils.batches import augment_batch
+from utils.batches import as_augment
 from utils.data import ImageData
 
 # Evaluation chunk: at most this many (model, example) pairs per batched forward.
@@ -262,7 +263,7 @@ def train_ensemble(models: Sequence[nn.Module], data: ImageData, subsets: Sequen
         mod.train()
     st = _Stacked(models)
     step = _EnsembleStep(st, recipe, device)
-    augment = data.augment if recipe.augment else None
+    augment = as_augment(data.augment) if recipe.augment else None
     bs = recipe.batch_size
     history: list[dict] = []
     for epoch in range(recipe.epochs):
@@ -275,10 +276,11 @@ def train_ensemble(models: Sequence[nn.Module], data: ImageData, subsets: Sequen
             gid = order[:, start:start + bs]
             b = gid.shape[1]
             g_dev = gid.to(data.x.device)
-            xb = data.x[g_dev].to(device, non_blocking=True).float().div_(255)  # [M, b, C, H, W]
+            xb = data.x[g_dev].to(device, non_blocking=True)  # uint8 [M, b, C, H, W]
             yb = data.y[g_dev].to(device, non_blocking=True)  # [M, b]
-            if augment is not None and (augment[0] > 0 or augment[1]):
-                xb = torch.stack([augment_batch(xb[k], augment[0], augment[1], gens[k]) for k in range(M)])
+            if augment is not None and augment.active:
+                xb = augment.stacked(xb, gens)  # model k's draws from gens[k], as iterate draws them
+            xb = xb.float().div_(255)
             loss, out = step(xb, yb, lr)
             loss_sum += loss.double() * b
             correct += (out.argmax(2) == yb).sum(1).double()

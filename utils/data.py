@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.batches import Augment
 from utils.errors import UserError
 
 # name -> (mean, std) per channel, for the normalization inside the model (upstream-spec §4.2).
@@ -41,17 +42,19 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-# Augmentation per dataset: (crop padding in pixels, horizontal flip). Digits and SVHN are not
-# mirror-symmetric, so they are never flipped; SVHN was not augmented by the original code.
-AUGMENT: dict[str, tuple[int, bool]] = {
-    "digits": (1, False),
-    "cifar10": (4, True),
-    "cifar100": (4, True),
-    "svhn": (0, False),
-    "tinyimagenet": (4, True),
+# Training augmentation per dataset (upstream-spec §4.3): crop padding in pixels, horizontal flip,
+# RandAugment (num_ops, magnitude). Digits and SVHN are not mirror-symmetric, so they are never
+# flipped; SVHN was not augmented by the original code; CIFAR-100 adds RandAugment(2, 15) as the
+# original's CIFAR-100 transform does.
+AUGMENT: dict[str, Augment] = {
+    "digits": Augment(1, False),
+    "cifar10": Augment(4, True),
+    "cifar100": Augment(4, True, randaugment=(2, 15)),
+    "svhn": Augment(0, False),
+    "tinyimagenet": Augment(4, True),
     # 224 px crops: 16 px of padding shifts by up to 7% of the side (CIFAR's 4 px: 12.5%) while
     # keeping the zero border small. Applied to the center crop, like every dataset's augmentation.
-    "imagenet": (16, True),
+    "imagenet": Augment(16, True),
 }
 
 ALIASES = {
@@ -107,7 +110,8 @@ class ImageData:
         return int(self.x.shape[-1])
 
     @property
-    def augment(self) -> tuple[int, bool]:
+    def augment(self) -> Augment:
+        """The training augmentation of this dataset (:data:`AUGMENT`)."""
         return AUGMENT[self.name]
 
     def labels(self, ids: np.ndarray) -> np.ndarray:
@@ -120,6 +124,15 @@ class ImageData:
             self.test_y.to(device), self.num_classes, self.train_ids, self.val_ids,
             self.split_seed, self.mean, self.std,
         )
+
+
+def augment_record(data: ImageData | str, enabled: bool) -> dict | None:
+    """The JSON-able record of the training augmentation a run applies (``Augment.describe()``:
+    ``random_crop_padding``, ``horizontal_flip``, ``randaugment``), for its config.json; None when
+    augmentation is off (``enabled`` False, i.e. ``--no_aug``) or the dataset has none. ``data`` is
+    an :class:`ImageData` or a dataset name."""
+    aug = AUGMENT[canonical_dataset(data if isinstance(data, str) else data.name)]
+    return aug.describe() if enabled and aug.active else None
 
 
 def validation_split(labels: np.ndarray, split_seed: int, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

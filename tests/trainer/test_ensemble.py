@@ -1,5 +1,6 @@
 """Batched ensemble training equals one-by-one training with trainer.fit.fit; fallbacks."""
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -50,6 +51,29 @@ def test_mlp_ensemble_equals_fit(data, augment):
         h = fit(r, data, sub, recipe, seed=s, device=CPU, log=lambda _m: None)
         assert _max_diff(m, r) < 1e-5
         assert np.isclose(h[-1]["train_loss"], hist[-1]["train_loss_per_model"][models.index(m)], atol=1e-5)
+
+
+def test_cifar100_randaugment_ensemble_equals_fit(cifar_data):
+    """CIFAR-100 trains with crop + flip + RandAugment(2, 15): the ensemble's batched augmentation
+    draws model k's ops from model k's generator exactly as fit's batches do."""
+    c100 = load_data("cifar100", cifar_data[0])
+    assert c100.augment.randaugment == (2, 15)
+    models = []
+    for k in range(2):
+        torch.manual_seed(k)
+        models.append(build_model("mlp", 100, in_channels=3, image_size=32, mean=c100.mean, std=c100.std))
+    ref = [copy.deepcopy(m) for m in models]
+    plain = copy.deepcopy(models[0])
+    subsets, seeds = _subsets(c100, 2, 48), [3, 4]
+    recipe = Recipe(epochs=1, lr=0.05, batch_size=16, augment=True)
+    train_ensemble(models, c100, subsets, seeds, recipe, device=CPU, log=None)
+    for m, r, sub, s in zip(models, ref, subsets, seeds):
+        fit(r, c100, sub, recipe, seed=s, device=CPU, log=lambda _m: None)
+        assert _max_diff(m, r) < 1e-5
+    # without RandAugment (CIFAR-10's crop + flip) the same seed trains another model
+    fit(plain, dataclasses.replace(c100, name="cifar10"), subsets[0], recipe, seed=seeds[0], device=CPU,
+        log=lambda _m: None)
+    assert _max_diff(plain, ref[0]) > 1e-4
 
 
 def test_cnn_s_with_batchnorm_equals_fit(data):

@@ -13,6 +13,7 @@ import torch
 from helpers import write_cifar
 from PIL import Image
 
+from utils.batches import Augment
 from utils.data import NORMALIZATION, canonical_dataset, load_data, validation_split
 from utils.errors import UserError
 
@@ -80,7 +81,7 @@ def test_digits():
     assert np.array_equal(d.test_x[1, 0].numpy(), np.round(sk.images[5] * 255 / 16).astype(np.uint8))
     assert int(d.x.max()) == 255 and (d.in_channels, d.image_size) == (1, 8)
     assert (d.mean, d.std) == NORMALIZATION["digits"]
-    assert d.augment == (1, False)
+    assert d.augment == Augment(1, False)
 
 
 @pytest.mark.parametrize("name", ["CIFAR10", "cifar10", "Cifar10"])
@@ -95,7 +96,7 @@ def test_cifar10_generated(cifar_data, name):
     # 10 images per class -> 1 per class in validation
     assert len(d.val_ids) == 10 and sorted(d.y.numpy()[d.val_ids].tolist()) == list(range(10))
     assert len(d.train_ids) == 90
-    assert d.augment == (4, True) and (d.in_channels, d.image_size) == (3, 32)
+    assert d.augment == Augment(4, True) and (d.in_channels, d.image_size) == (3, 32)
 
 
 def test_cifar100_generated(cifar_data):
@@ -109,6 +110,7 @@ def test_cifar100_generated(cifar_data):
     ref_train, ref_val = _reference_split(a["y"].tolist(), 3)
     assert d.train_ids.tolist() == ref_train and d.val_ids.tolist() == sorted(ref_val)
     assert len(d.val_ids) == 100
+    assert d.augment == Augment(4, True, randaugment=(2, 15))  # RandAugment(2, 15), upstream-spec §4.3
 
 
 def test_generated_files_are_torchvision_format(cifar_data, monkeypatch):
@@ -262,7 +264,7 @@ def test_svhn(tmp_path):
     assert d.num_classes == 10 and d.x.dtype == torch.uint8 and tuple(d.x.shape) == (30, 3, 32, 32)
     assert np.array_equal(d.x.numpy(), a["x"]) and np.array_equal(d.y.numpy(), a["y"])
     assert np.array_equal(d.test_x.numpy(), a["test_x"]) and np.array_equal(d.test_y.numpy(), a["test_y"])
-    assert 0 in d.y.tolist() and 10 not in d.y.tolist() and d.augment == (0, False)
+    assert 0 in d.y.tolist() and 10 not in d.y.tolist() and d.augment == Augment(0, False)
 
 
 @pytest.mark.parametrize("damage", ["random", "truncate", "empty", "no_X", "flat_X", "label_count"])

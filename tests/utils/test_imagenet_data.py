@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.batches import iterate
+from utils.batches import Augment, iterate
 from utils.data import AUGMENT, NORMALIZATION, canonical_dataset, load_data, validation_split
 from utils.errors import UserError
 from utils.lazy_images import LazyImages
@@ -59,7 +59,7 @@ def test_aliases_and_constants():
         assert canonical_dataset(n) == "imagenet"
     assert canonical_dataset("tiny-imagenet") == "tinyimagenet"
     assert NORMALIZATION["imagenet"] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    assert AUGMENT["imagenet"] == (16, True)
+    assert AUGMENT["imagenet"] == Augment(16, True)
 
 
 def test_load_lists_files_in_imagefolder_order(imagenet_root, monkeypatch):
@@ -80,7 +80,7 @@ def test_load_lists_files_in_imagefolder_order(imagenet_root, monkeypatch):
     assert len(d.x) == 30 and len(d.test_x) == 6
     assert d.x.shape == torch.Size([30, 3, 224, 224]) and isinstance(d.x.shape, torch.Size)
     assert d.in_channels == 3 and d.image_size == 224 and (d.x.image_size, d.x.resize) == (224, 256)
-    assert (d.mean, d.std) == NORMALIZATION["imagenet"] and d.augment == (16, True)
+    assert (d.mean, d.std) == NORMALIZATION["imagenet"] and d.augment == Augment(16, True)
     train_ids, val_ids = validation_split(d.y.numpy(), 3)
     assert np.array_equal(d.train_ids, train_ids) and np.array_equal(d.val_ids, val_ids)
     assert len(val_ids) == 3 and sorted(d.labels(val_ids).tolist()) == [0, 1, 2]
