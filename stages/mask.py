@@ -12,6 +12,11 @@ mean gradients of -CE|`` over one pass of the forget set (eval mode, no augmenta
 unlearn/saliency.py), ranks all parameters together and writes one mask per ``--mask_ratio``
 (default 0.1, 0.2, ..., 1.0) keeping the ``--mask_order`` (default largest) fraction.
 
+``--release`` makes the sharp-unlearn release's mask (upstream-spec §6.1): order ``smallest``
+whatever ``--mask_order`` says, and the gradient pass over the forget set shuffled (seed
+``--seed``) and augmented unless ``--no_aug``, as the release's training loader; the files are
+``mask_smallest_<ratio>_release.pt`` and their manifest records ``"release": true``.
+
 ``--unlearn_epochs`` is accepted because the README passes it; it does nothing here: the gradient
 pass is always exactly one pass over the forget set. The written paths go to stdout, one per line;
 progress notes go to stderr. Existing mask files are not replaced without ``--overwrite``.
@@ -21,6 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+import torch
 
 from forget_sets.file import sha256_file
 from forget_sets.kinds import load_model_file, plan_forget_set
@@ -37,6 +44,11 @@ def note(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def mask_order(args: argparse.Namespace) -> str:
+    """``--mask_order``; with ``--release`` the release's ``smallest`` (upstream-spec §6.1-5)."""
+    return "smallest" if getattr(args, "release", False) else args.mask_order
+
+
 def mask_targets(args: argparse.Namespace) -> tuple[Path, dict[float, Path]]:
     """Validate the output flags before any work: ``(directory, {ratio: file})``."""
     ratios = [check_ratio(q) for q in (args.mask_ratio if args.mask_ratio else DEFAULT_RATIOS)]
@@ -47,7 +59,8 @@ def mask_targets(args: argparse.Namespace) -> tuple[Path, dict[float, Path]]:
     flag = "--save" if args.save else "--save_dir"
     out = Path(args.save_dir)
     check_writable(out, flag)
-    return out, {q: out / mask_file_name(args.mask_order, q) for q in dict.fromkeys(ratios)}
+    release = bool(getattr(args, "release", False))
+    return out, {q: out / mask_file_name(mask_order(args), q, release) for q in dict.fromkeys(ratios)}
 
 
 def still_to_write(args: argparse.Namespace, targets: dict[float, Path], model_sha: str,
@@ -63,8 +76,10 @@ def still_to_write(args: argparse.Namespace, targets: dict[float, Path], model_s
             continue
         _, m = read_mask_file(path, flag)
         same = m is not None and (m.get("model_sha256"), m.get("forget_set_name"), m.get("order"), m.get("ratio"),
-                                  m.get("batch_size")) == (model_sha, forget_set, args.mask_order, float(q),
-                                                           int(args.batch_size))
+                                  m.get("batch_size"), bool(m.get("release", False))) == (
+            model_sha, forget_set, mask_order(args), float(q), int(args.batch_size), bool(getattr(args, "release", False)))
+        if same and m.get("release"):
+            same = (m.get("seed"), m.get("augment")) == (int(args.seed), not args.no_aug)
         if same and forget_set_sha is not None and m.get("forget_set_sha256") not in (None, forget_set_sha):
             same = False
         if not same:
@@ -72,6 +87,15 @@ def still_to_write(args: argparse.Namespace, targets: dict[float, Path], model_s
                             f"settings); pass --overwrite to replace it")
         print(f"{path}: already holds this mask", file=sys.stderr)
     return todo
+
+
+def gradient_batches(args: argparse.Namespace, data) -> dict:
+    """How the gradient pass draws its batches: in order, not augmented; with ``--release`` the
+    release's training loader: shuffled (seed ``--seed``), augmented unless ``--no_aug``."""
+    if not getattr(args, "release", False):
+        return {}
+    return {"shuffle": True, "generator": torch.Generator().manual_seed(int(args.seed)),
+            "augment": None if args.no_aug else data.augment}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,17 +117,20 @@ def run(args: argparse.Namespace) -> int:
     fs = load_or_build(plan, spec, data, device=device, log=note)
     if args.unlearn_epochs != 1:
         note(f"--unlearn_epochs {args.unlearn_epochs}: ignored; the gradient pass is one pass over the forget set")
+    order, release = mask_order(args), bool(getattr(args, "release", False))
     note(f"saliency of {len(fs.forget_ids)} forget examples under {model_file} on {device} "
-         f"(batch {args.batch_size}, order {args.mask_order})")
-    grads = forget_gradients(model, data, fs.forget_ids, device, args.batch_size)
-    masks = saliency_masks(grads, list(targets), args.mask_order)
+         f"(batch {args.batch_size}, order {order}" + (", the release's: shuffled, "
+                                                        f"{'not ' if args.no_aug else ''}augmented)" if release else ")"))
+    grads = forget_gradients(model, data, fs.forget_ids, device, args.batch_size, **gradient_batches(args, data))
+    masks = saliency_masks(grads, list(targets), order)
     num_params = sum(g.numel() for g in grads.values())
     base = {
         "model_file": str(model_file), "model_sha256": model_sha,
         "forget_set": str(plan.path), "forget_set_name": plan.name,
         "forget_set_sha256": sha256_file(plan.path) if plan.path.is_file() else None,
         "forget_ids_sha256": forget_ids_sha256(fs), "num_forget": int(len(fs.forget_ids)),
-        "order": args.mask_order, "arch": args.arch, "dataset": args.dataset, "split_seed": int(args.split_seed),
+        "order": order, "release": release, **({"seed": int(args.seed), "augment": not args.no_aug} if release else {}),
+        "arch": args.arch, "dataset": args.dataset, "split_seed": int(args.split_seed),
         "num_params": int(num_params), "batch_size": int(args.batch_size),
         "command": " ".join(["generate_mask.py"] + sys.argv[1:]), "git_commit": git_commit(),
     }

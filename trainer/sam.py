@@ -10,11 +10,15 @@ Second step, with gradient g1 computed at w + e:
     g = g0 + s * lamb * (g1 - g0),  s = +1 for "min", -1 for "max"
     w <- w (restored), then the base optimizer steps with g.
 min with lamb = 1 is plain SAM (g = g1); max gives (1 + lamb) g0 - lamb g1.
+
+A saliency mask never enters e (the original computes e from the unmasked gradient over all
+parameters, upstream-spec §5.9); trainer.step.optimizer_step applies it to g1 (the release) or to
+the final g through ``second_step(final_grad_hook=...)`` (our hard constraint, DESIGN.md §5).
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -53,7 +57,9 @@ class SAM(torch.optim.Optimizer):
             self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def second_step(self, zero_grad: bool = True) -> None:
+    def second_step(self, zero_grad: bool = True, *, final_grad_hook: Callable[[], None] | None = None) -> None:
+        """``g = g0 + s lamb (g1 - g0)`` into ``p.grad``, w restored, ``final_grad_hook()`` (e.g.
+        masking g), then the base optimizer's step."""
         for group in self.param_groups:
             for p in group["params"]:
                 st = self.state.get(p)
@@ -63,6 +69,8 @@ class SAM(torch.optim.Optimizer):
                 g1 = p.grad if p.grad is not None else torch.zeros_like(p)
                 p.grad = g0 + self.sign * group["lamb"] * (g1 - g0)
                 p.copy_(st.pop("old_p"))
+        if final_grad_hook is not None:
+            final_grad_hook()
         # Through self.step (not base_optimizer.step directly) so that an LR scheduler, which
         # wraps ``optimizer.step`` to check the call order, sees the step and does not warn.
         self._combined = True

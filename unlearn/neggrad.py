@@ -23,6 +23,6 @@ def negative_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
     return run_epochs(task, cfg, "GA", lambda epoch: (task.forget_ids, None), loss_fn=lambda epoch: negative_ce,
-                      trainable=cfg.mask,
+                      trainable=None if cfg.release and cfg.sam is not None else cfg.mask,
                       report=lambda e, st: f"GA epoch {e + 1}/{cfg.epochs} forget loss {-st['loss']:.4f} "
                                            f"acc {100 * st['acc']:.2f}%")

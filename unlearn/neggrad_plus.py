@@ -4,16 +4,22 @@ Sources: NegGrad+ of Kurmanji et al. 2023 as in RUM (rum-spec §1.5); Sharp MinM
 Khanna, "Sharpness-Aware Machine Unlearning" (upstream-spec §5.9 "NG", §5.10).
 
 One epoch = one shuffled pass over the retain set; each retain batch is paired with the next
-forget batch. The forget set is cycled: when it runs out it is reshuffled and drawn again (the
-original's ``itertools.cycle`` replays the first pass's batches in the same order and with the
-same augmentation; we reshuffle each pass, which is what a second pass of a shuffled loader means).
+forget batch, the forget set being cycled when it runs out:
+
+* default: each pass over the forget set is a fresh shuffle (new order, new augmentation), which
+  is what a second pass of a shuffled loader means (:func:`cycle_batches`);
+* ``--release``: the release's ``zip(retain_loader, itertools.cycle(forget_loader))``, built anew
+  every epoch: the first pass is drawn (shuffled, augmented) and cached, and every later pass of
+  that epoch replays exactly those batches, same order and same augmented tensors
+  (:func:`replay_batches`; upstream-spec §5.9 "NG", §11.1-12).
 
 Plain NegGrad+ (no ``--separate``), per iteration, one optimizer step on
 
     L = alpha * CE(f(x_r), y_r) - (1 - alpha) * CE(f(x_f), y_f)          (alpha = --alpha, default 0.99)
 
 SAM (``--sam``) takes the SAM step on the same L. A saliency mask, if given, is a hard constraint
-(DESIGN.md §7.6; the original ignored it under SAM).
+(DESIGN.md §7.6). ``--release``: the mask multiplies the gradient of a plain step (weight decay
+still moves masked weights), and under SAM it is not applied at all (upstream-spec §5.9, §5.10).
 
 Sharp MinMax (``--separate A B``, needs a mask ``M``, True = salient): two optimizers on the same
 model, each with its own state; per iteration two sub-steps:
@@ -23,10 +29,17 @@ model, each with its own state; per iteration two sub-steps:
     (2) forget step on  L_f = -(1 - alpha) * CE(f(x_f), y_f) over the salient weights (M),
         at the weights left by (1), fresh forward, SAM with sign B.
 
-The partition is exact: a sub-step never moves the weights outside its part, not through weight
-decay, momentum or the SAM perturbation (trainer.step.optimizer_step with ``trainable=``). The
-original perturbed all weights, and with sign ``max`` its forget step moved the non-salient weights
-by ``2 g0`` too (upstream-spec §5.9); DESIGN.md §7.6 makes the mask hard, so that leak is gone.
+In both modes the SAM perturbation of each sub-step is computed from the full gradient over all
+weights, ``e = rho a^2 g0 / ||a g0||`` (trainer/sam.py). What the part restricts:
+
+* default (hard split, DESIGN.md §7.6): ``g = P * (g0 + s lamb (g1 - g0))`` with P = ~M resp. M, and
+  a sub-step never moves the weights outside its part, not through weight decay or momentum
+  (trainer.step.optimizer_step with a plain mask);
+* ``--release`` (upstream-spec §5.9): ``g = g0 + s lamb (P * g1 - g0)`` and nothing is restored:
+  with sign ``max`` and lamb = 1 the forget step gives the NON-salient weights ``2 g0`` too, and
+  both AdamW instances apply their decoupled weight decay to all weights (twice per iteration;
+  trainer.mask.ReleaseMask). Without ``--sam``: ``g = P * grad`` and again weight decay on all.
+
 Both schedulers (MultiStepLR) step once per epoch.
 """
 from __future__ import annotations
@@ -39,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.device import autocast
-from trainer.mask import Mask, complement
+from trainer.mask import Mask, ReleaseMask, complement
 from trainer.optim import SamConfig
 from trainer.step import optimizer_step
 from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
@@ -69,10 +82,32 @@ def cycle_batches(task: UnlearnTask, ids: np.ndarray, cfg: UnlearnConfig) -> Ite
         yield from batches(task, ids, cfg)
 
 
+def replay_batches(task: UnlearnTask, ids: np.ndarray, cfg: UnlearnConfig) -> Iterator[Batch]:
+    """Endless batches of ``ids`` as ``itertools.cycle`` over a shuffled loader gives them (the
+    release): batch k of the first pass is drawn lazily and cached; batch ``n + k`` (n = batches
+    per pass) is the cached batch k, the same tensors."""
+    if len(ids) == 0:
+        raise ValueError("NG needs a non-empty forget set")
+    cache: list[Batch] = []
+    for b in batches(task, ids, cfg):
+        cache.append(b)
+        yield b
+    while True:
+        yield from cache
+
+
+def forget_stream(task: UnlearnTask, cfg: UnlearnConfig) -> Iterator[Batch]:
+    """One epoch's forget batches: :func:`replay_batches` with ``cfg.release``, else
+    :func:`cycle_batches`."""
+    return (replay_batches if cfg.release else cycle_batches)(task, task.forget_ids, cfg)
+
+
 def minmax_step(model: nn.Module, opt_retain: torch.optim.Optimizer, opt_forget: torch.optim.Optimizer,
                 br: Batch, bf: Batch, alpha: float, mask: Mask,
                 device: torch.device | str = "cpu", precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Sharp MinMax iteration (see the module docstring); returns (L_r, L_f, retain logits)."""
+    """One Sharp MinMax iteration (see the module docstring); returns (L_r, L_f, retain logits).
+    ``mask``'s kind decides the semantics: a plain mapping = hard split, a
+    :class:`trainer.mask.ReleaseMask` = the release's (``--release``)."""
     device = torch.device(device)
 
     def retain_closure():
@@ -94,6 +129,15 @@ def _sam_with_sign(cfg: UnlearnConfig, sign: str) -> SamConfig | None:
     return SamConfig(sign=sign, rho=cfg.sam.rho, lamb=cfg.sam.lamb, adaptive=cfg.sam.adaptive)
 
 
+def plain_ng_mask(cfg: UnlearnConfig) -> Mask | None:
+    """The mask of plain NegGrad+: ``cfg.mask`` (hard), or with ``--release`` the release's: a
+    :class:`trainer.mask.ReleaseMask` on plain steps and none at all under SAM (upstream-spec
+    §5.9 "SAM, no separate: mask not applied at all")."""
+    if cfg.mask is None or not cfg.release:
+        return cfg.mask
+    return None if cfg.sam is not None else ReleaseMask(cfg.mask)
+
+
 def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
     model, device, alpha = task.model, torch.device(task.device), float(cfg.alpha)
     separate = cfg.separate is not None
@@ -101,8 +145,9 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
         if cfg.mask is None:
             raise ValueError("NG with --separate (Sharp MinMax) needs a saliency mask (--path)")
         params = dict(model.named_parameters())
-        mask = {n: cfg.mask[n].to(params[n].device).bool() if n in cfg.mask
-                else torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
+        kind = ReleaseMask if cfg.release else dict
+        mask = kind({n: cfg.mask[n].to(params[n].device).bool() if n in cfg.mask
+                     else torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()})
         a, b = cfg.separate
         opt_r, sched_r = make_unlearn_optimizer(model.parameters(), cfg, sam=_sam_with_sign(cfg, a),
                                                 use_sam=cfg.sam is not None)
@@ -112,11 +157,12 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
     else:
         opt, sched = make_unlearn_optimizer(model.parameters(), cfg)
         scheds = [sched]
+        trainable = plain_ng_mask(cfg)
     steps = num_batches(len(task.retain_ids), cfg.batch_size)
     history = []
     for epoch in range(cfg.epochs):
         model.train()
-        forget_iter = cycle_batches(task, task.forget_ids, cfg)
+        forget_iter = forget_stream(task, cfg)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device)
         seen = 0
@@ -127,7 +173,7 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
                 loss = lr_ + lf_
             else:
                 loss, out = optimizer_step(model, opt, lambda br=br, bf=bf: ng_loss(model, br, bf, alpha, device, cfg.precision),
-                                           trainable=cfg.mask)
+                                           trainable=trainable)
             n = len(br.y)
             loss_sum += loss * n
             correct += (out.argmax(1) == br.y).sum()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trainer.mask import Mask, check_mask
+from trainer.mask import Mask, check_mask, on_device
 from unlearn.base import UnlearnConfig, UnlearnTask, run_epochs
 
 
@@ -46,8 +46,7 @@ def train_random_labels(task: UnlearnTask, cfg: UnlearnConfig, mask: Mask | None
     trainable = None
     if mask is not None:
         check_mask(model, mask)
-        params = dict(model.named_parameters())
-        trainable = {n: m.to(params[n].device).bool() for n, m in mask.items()}
+        trainable = on_device(model, mask)
     return run_epochs(task, cfg, "random labels", lambda epoch: relabelled_epoch_set(task), trainable=trainable)
 
 

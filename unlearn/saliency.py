@@ -5,9 +5,12 @@ Three pure steps, used by ``generate_mask.py``:
 1. :func:`forget_gradients` -- the accumulated forget-loss gradient magnitude per parameter:
    ``G = | sum over forget batches of grad( -CE(f(x), y) averaged over the batch ) |``
    (the sum of per-batch *mean* gradients, as the original; no optimizer step). The model is in
-   eval mode (BatchNorm running statistics, no dropout), inputs are never augmented, batches go
-   in forget-set order (the original used a shuffled, augmented loader; the sum does not depend
-   on the order up to float rounding), and the forward runs in float32 (no autocast).
+   eval mode (BatchNorm running statistics, no dropout) and the forward runs in float32 (no
+   autocast). By default inputs are not augmented and batches go in forget-set order, so the mask
+   is a deterministic function of model and forget set. The release (``--release``) drew them
+   from its shuffled training loader, augmented (upstream-spec §6.1-4): ``augment=`` and
+   ``shuffle=True`` with a seeded ``generator`` do the same (the batches' composition, hence the
+   weight 1/|B| of each example, and the augmented images then depend on the seed).
 2. :func:`saliency_masks` -- one global ranking of all P entries of |G|, then one boolean mask
    per ratio q with exactly ``k = int(P * q)`` entries set (``True`` = salient = the entries the
    unlearning method may move).
@@ -56,10 +59,13 @@ DEFAULT_RATIOS = tuple(round(0.1 * i, 10) for i in range(1, 11))  # 0.1, 0.2, ..
 # --------------------------------------------------------------------------------------------
 
 def forget_gradients(model: nn.Module, data: ImageData, forget_ids: np.ndarray,
-                     device: torch.device | str, batch_size: int) -> dict[str, torch.Tensor]:
+                     device: torch.device | str, batch_size: int, *, augment: Any = None,
+                     shuffle: bool = False, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """``|sum_b grad(-CE_b)|`` per named parameter (float32, CPU), ``CE_b`` the mean
     cross-entropy of forget batch b. The model's parameters, gradients and train/eval mode are
-    left as they were (gradients are taken with ``torch.autograd.grad``)."""
+    left as they were (gradients are taken with ``torch.autograd.grad``). ``augment`` (the
+    dataset's ``data.augment``, or None), ``shuffle`` and ``generator``: the release's batches
+    (module docstring)."""
     device = torch.device(device)
     ids = np.asarray(forget_ids, dtype=np.int64)
     if ids.size == 0:
@@ -72,7 +78,8 @@ def forget_gradients(model: nn.Module, data: ImageData, forget_ids: np.ndarray,
     was_training = model.training
     model.eval()
     try:
-        for b in iterate(data.x, data.y, ids, batch_size, shuffle=False, device=device, augment=None):
+        for b in iterate(data.x, data.y, ids, batch_size, shuffle=shuffle, generator=generator, device=device,
+                         augment=augment):
             loss = -F.cross_entropy(model(b.x).float(), b.y)
             grads = torch.autograd.grad(loss, [p for _, p in trainable], allow_unused=True)
             for (n, _), g in zip(trainable, grads):
@@ -145,8 +152,9 @@ def ratio_tag(q: float) -> str:
     return tag
 
 
-def mask_file_name(order: str, q: float) -> str:
-    return f"mask_{order}_{ratio_tag(q)}.pt"
+def mask_file_name(order: str, q: float, release: bool = False) -> str:
+    """``mask_<order>_<ratio>.pt``; ``..._release.pt`` for the release's mask (``--release``)."""
+    return f"mask_{order}_{ratio_tag(q)}{'_release' if release else ''}.pt"
 
 
 def mask_fraction(mask: Mapping[str, torch.Tensor]) -> float:

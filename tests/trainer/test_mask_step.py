@@ -84,10 +84,13 @@ def test_no_mask_everything_moves_and_mask_of_ones_is_no_mask():
         assert torch.equal(pa, pb), k
 
 
-def test_sam_perturbs_only_free_entries():
-    """The masked gradient feeds SAM: the perturbed forward sees frozen entries at their value."""
+def test_sam_perturbs_all_entries_and_masks_the_final_gradient():
+    """The SAM perturbation comes from the unmasked gradient over ALL weights (as the original); the
+    mask applies to the final gradient only: the perturbed forward sees the masked-out entries
+    moved, the step leaves them where they were."""
     model = _net()
     mask = _mask(model)
+    ref = _net()
     opt = make_optimizer(model.parameters(), "sgd", lr=0.1, sam=SamConfig("min", rho=5.0))
     x, y = _data(1)[0]
     start = {k: v.detach().clone() for k, v in model.named_parameters()}
@@ -98,10 +101,17 @@ def test_sam_perturbs_only_free_entries():
         return nn.functional.cross_entropy(model(x), y)
 
     optimizer_step(model, opt, closure, trainable=mask)
+    # e = rho g0 / ||g0|| with g0 the unmasked clean gradient of every parameter
+    nn.functional.cross_entropy(ref(x), y).backward()
+    g0 = {k: p.grad for k, p in ref.named_parameters()}
+    norm = torch.stack([g.norm() for g in g0.values()]).norm()
+    for k, p0 in start.items():
+        torch.testing.assert_close(seen[1][k], p0 + 5.0 * g0[k] / (norm + 1e-12), rtol=1e-5, atol=1e-6)
     perturbed = seen[1]
-    for k, m in mask.items():
-        assert torch.equal(perturbed[k][~m], start[k][~m]), k
-    assert any(not torch.equal(perturbed[k], start[k]) for k in mask)
+    assert any(not torch.equal(perturbed[k][~m], start[k][~m]) for k, m in mask.items())
+    for k, p in model.named_parameters():
+        m = mask.get(k, torch.ones_like(p, dtype=torch.bool))
+        assert torch.equal(p.detach()[~m], start[k][~m]), k
 
 
 def test_mask_helpers():
