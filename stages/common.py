@@ -39,24 +39,31 @@ RESULT_NEUTRAL = frozenset({"data", "download", "device", "gpu", "workers", "ckp
 FORGET_GROUPS = ("data", "training", "sam", "forget_set", "unlearning")
 
 
-def finished_run(run_dir: Path, args: argparse.Namespace, prog: str, groups: Sequence[str]) -> bool:
+def finished_run(run_dir: Path, args: argparse.Namespace, prog: str, groups: Sequence[str],
+                 identity: dict | None = None) -> bool:
     """Whether ``run_dir`` already holds this finished run: True (after one line saying where) when
-    its config.json records the same values of the flags the stage reads (the parser's ``groups``,
-    less :data:`RESULT_NEUTRAL`); a finished run of other values is refused in one line naming
-    them (it must not be reused, nor replaced without ``--overwrite``). False when there is no
-    finished run, or with ``--overwrite``."""
+    its config.json records the same ``identity`` (every setting that changes the result, resolved;
+    runs written before identities were recorded: the same values of the flags the stage reads, the
+    parser's ``groups`` less :data:`RESULT_NEUTRAL`). A finished run of other settings is refused in
+    one line naming them (it must not be reused, nor replaced without ``--overwrite``). False when
+    there is no finished run, or with ``--overwrite``."""
     if args.overwrite or not is_complete(run_dir):
         return False
     try:
-        old = json.loads((run_dir / "config.json").read_text()).get("args", {})
+        config = json.loads((run_dir / "config.json").read_text())
+        old_args, old_ident = config.get("args", {}), config.get("identity")
     except (OSError, ValueError, AttributeError):
-        old = None
-    new = json.loads(json.dumps(vars(args), default=str))
-    read = group_dests(*groups) - RESULT_NEUTRAL
-    differ = None if old is None else sorted(k for k in read if old.get(k) != new.get(k))
+        old_args = old_ident = None
+    if identity is not None and old_ident is not None:
+        old, new = old_ident, json.loads(json.dumps(identity, default=str))
+        keys, dash = set(old) | set(new), ""
+    else:
+        old, new = old_args, json.loads(json.dumps(vars(args), default=str))
+        keys, dash = group_dests(*groups) - RESULT_NEUTRAL, "--"
+    differ = None if old is None else sorted(k for k in keys if old.get(k) != new.get(k))
     if differ is None or differ:
         what = ("its config.json is unreadable" if differ is None else "other settings: " + ", ".join(
-            f"--{k} {old.get(k)!r} there vs {new.get(k)!r} here" for k in differ[:3]))
+            f"{dash}{k} {old.get(k)!r} there vs {new.get(k)!r} here" for k in differ[:3]))
         raise UserError(f"{run_dir} holds a finished run of {what}; pass --overwrite to replace it")
     print(f"{prog}: {run_dir} already holds this finished run; nothing to do (--overwrite recomputes it)")
     return True
@@ -109,8 +116,9 @@ def run_timed(method: str, task: UnlearnTask, cfg: UnlearnConfig, device: torch.
 def unlearn_metrics(args: argparse.Namespace, *, method: str, tag: str, data: ImageData, forget_set: str,
                     forget_kind: str, fs: ForgetSet, fs_file: Path, fs_sha: str, ev: Any, seconds: float,
                     pretrained: Path | None, model_name: str, hparams: dict[str, Any],
-                    device: torch.device) -> dict[str, Any]:
-    """The ``metrics.json`` record of an unlearning run (the schema analysis.py reads)."""
+                    device: torch.device, start_recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``metrics.json`` record of an unlearning run (the schema analysis.py reads);
+    ``start_recipe``: :func:`stages.configs.start_recipe` of the start model (the retrain pairing key)."""
     m = fs.manifest
     sam = sam_config(args)
     return {
@@ -124,6 +132,7 @@ def unlearn_metrics(args: argparse.Namespace, *, method: str, tag: str, data: Im
         **ev.metrics,
         "unlearn_seconds": seconds,
         "pretrained": None if pretrained is None else str(pretrained), "model_name": model_name,
+        "start_recipe": start_recipe,
         "sam": None if sam is None else {**asdict(sam), "separate": list(args.separate) if args.separate else None},
         "hparams": hparams,
         "device": str(device),

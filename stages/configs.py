@@ -6,6 +6,7 @@ Every library function below ``stages/`` takes what these return (``SamConfig``,
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from trainer.fit import Recipe
 from trainer.optim import SamConfig
 from unlearn import METHODS, RUM, method_names
 from unlearn.base import UnlearnConfig
+from unlearn.release import release_config
 from utils import paths
 from utils.errors import UserError
 
@@ -45,12 +47,47 @@ def pretrain_recipe(args: argparse.Namespace) -> Recipe:
                   precision=precision(args))
 
 
-def pretrain_name(args: argparse.Namespace, *, sam: bool = True) -> str:
-    """The pretrained run's directory name from its flags (``sam=False``: the SGD run's)."""
+def _parser_default(dest: str):
+    from arg_parser import build_parser
+
+    return build_parser().get_default(dest)
+
+
+def pretrain_identity(args: argparse.Namespace, *, sam: bool = True, lookup: bool = False) -> dict:
+    """Every setting that changes a pretrained model (DESIGN.md §6), resolved (``--train_seed``
+    defaults to ``--seed``; ``--precision`` on ``--device``). ``sam=False``: the SGD run's.
+    ``lookup``: the pretrained run a later stage looks for without ``--mask``: its own dataset,
+    architecture, epochs, lr, batch size, seeds, split and precision, and the defaults for the
+    flags it reads as unlearning settings (momentum, weight decay, warm-up, augmentation)."""
     s = sam_config(args) if sam else None
-    return paths.pretrain_name(args.dataset, args.arch, optimizer_tag=s.tag() if s is not None else "sgd",
-                               epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
-                               imagenet_arch=bool(getattr(args, "imagenet_arch", False)))
+    ident = dict(dataset=args.dataset, arch=args.arch, imagenet_arch=bool(getattr(args, "imagenet_arch", False)),
+                 optimizer=s.tag() if s is not None else "sgd", epochs=args.epochs, lr=args.lr,
+                 batch_size=args.batch_size, seed=args.seed, momentum=args.momentum, weight_decay=args.weight_decay,
+                 warmup=args.warmup, augment=not args.no_aug, train_seed=train_seed(args),
+                 split_seed=args.split_seed, precision=precision(args))
+    if lookup:
+        ident.update(momentum=_parser_default("momentum"), weight_decay=_parser_default("weight_decay"),
+                     warmup=_parser_default("warmup"), augment=True, train_seed=args.seed)
+    return ident
+
+
+def _pretrain_extras(ident: dict) -> dict:
+    """The settings of ``ident`` outside the readable base name that differ from their defaults."""
+    defaults = {"momentum": _parser_default("momentum"), "weight_decay": _parser_default("weight_decay"),
+                "warmup": _parser_default("warmup"), "augment": True, "train_seed": ident["seed"],
+                "split_seed": _parser_default("split_seed"), "precision": "fp32"}
+    return {k: ident[k] for k in paths.PRETRAIN_EXTRA_FORMATS if ident[k] != defaults[k]}
+
+
+def pretrain_name(args: argparse.Namespace, *, sam: bool = True, lookup: bool = False) -> str:
+    """The pretrained run's directory name: the readable base (dataset, arch, optimizer, epochs,
+    lr, batch size, seed) and one part per other setting that differs from its default
+    (:func:`pretrain_identity`)."""
+    ident = pretrain_identity(args, sam=sam, lookup=lookup)
+    return paths.pretrain_name(ident["dataset"], ident["arch"], optimizer_tag=ident["optimizer"],
+                               epochs=ident["epochs"], lr=ident["lr"], batch_size=ident["batch_size"],
+                               seed=ident["seed"], imagenet_arch=ident["imagenet_arch"],
+                               extras=_pretrain_extras(ident))
 
 
 def pretrain_dir(args: argparse.Namespace) -> Path:
@@ -60,15 +97,70 @@ def pretrain_dir(args: argparse.Namespace) -> Path:
 
 def default_pretrained(args: argparse.Namespace) -> Path:
     """Where a stage without ``--mask`` looks: the SGD-pretrained run of the same flags."""
-    return paths.pretrained_root(args.ckpts) / pretrain_name(args, sam=False)
+    return paths.pretrained_root(args.ckpts) / pretrain_name(args, sam=False, lookup=True)
 
 
 def resolve_start_model(args: argparse.Namespace) -> Path:
     """``--mask`` (run directory, ``model.pt`` or original checkpoint), else the default pretrained
-    run's ``model.pt``; a missing file is a one-line error naming the command that creates it."""
+    run's ``model.pt``; a missing file is a one-line error naming the command that creates it. A
+    start model trained on another train/val split than ``--split_seed`` is refused."""
+    extra = "".join(f" --{k} {getattr(args, k)}" for k in ("split_seed", "precision", "train_seed")
+                    if getattr(args, k, None) not in (None, _parser_default(k)))
     hint = (f"python main_train.py --dataset {args.dataset} --arch {args.arch} --epochs {args.epochs} "
-            f"--lr {args.lr:g} --batch_size {args.batch_size} --seed {args.seed}")
-    return paths.resolve_model_file(args.mask, default_pretrained(args), hint)
+            f"--lr {args.lr:g} --batch_size {args.batch_size} --seed {args.seed}{extra}")
+    model_file = paths.resolve_model_file(args.mask, default_pretrained(args), hint)
+    check_split_seed(args, model_file)
+    return model_file
+
+
+def start_model_args(model_file: Path | None) -> dict | None:
+    """The flags recorded in the ``config.json`` of the run that wrote ``model_file``; None for a
+    checkpoint of the original code (or a run without a readable config)."""
+    if model_file is None or Path(model_file).name != paths.MODEL_FILE:
+        return None
+    try:
+        a = json.loads((Path(model_file).parent / "config.json").read_text()).get("args")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return a if isinstance(a, dict) else None
+
+
+# The pretraining settings that are not its recipe: which seed drew the initialization and the batches.
+NOT_RECIPE = ("seed", "train_seed")
+
+
+def start_recipe(model_file: Path | None) -> dict:
+    """The pretraining recipe of a start model, the key that pairs an unlearning run with its
+    retrain reference (DESIGN.md §7.2): ``{"key": {...}, "label": "SGD" | "SAM-min rho1 ..."}``.
+    The key is the pretrained run's identity less its seeds (so seeds pool in one row); a model
+    this toolkit did not pretrain (a checkpoint of the original code, an unlearned model) is its
+    own recipe, keyed by its name."""
+    config = None
+    if model_file is not None and Path(model_file).name == paths.MODEL_FILE:
+        try:
+            config = json.loads((Path(model_file).parent / "config.json").read_text())
+        except (OSError, ValueError):
+            config = None
+    ident = config.get("identity") if isinstance(config, dict) and config.get("stage") == "pretrain" else None
+    if not isinstance(ident, dict):
+        name = paths.model_name_of(model_file) if model_file is not None else None
+        return {"key": {"model": name}, "label": name or "unknown"}
+    key = {k: v for k, v in ident.items() if k not in NOT_RECIPE}
+    opt = str(ident.get("optimizer", "sgd"))
+    label = "SGD" if opt == "sgd" else "SAM-" + opt[len("sam-"):].replace("_", " ") if opt.startswith("sam-") else opt
+    extras = _pretrain_extras({**ident, "train_seed": ident.get("seed")})
+    parts = paths.extra_parts(extras, paths.PRETRAIN_EXTRA_FORMATS)
+    return {"key": key, "label": " ".join([label] + parts)}
+
+
+def check_split_seed(args: argparse.Namespace, model_file: Path) -> None:
+    """Refuse a start model whose run used another ``--split_seed`` (its validation examples would
+    be in this run's training split, and the other way round)."""
+    started = start_model_args(model_file)
+    if started is not None and "split_seed" in started and started["split_seed"] != args.split_seed:
+        raise UserError(f"--split_seed {args.split_seed}: the start model {model_file} was trained on the split of "
+                        f"--split_seed {started['split_seed']}; pass --split_seed {started['split_seed']} or a model "
+                        f"trained on split {args.split_seed}")
 
 
 def forget_spec(args: argparse.Namespace, *, start_model: Path | None = None, **override) -> ForgetSpec:
@@ -130,12 +222,13 @@ def unlearn_config(args: argparse.Namespace, mask: dict | None = None) -> Unlear
         recipe = Recipe(epochs=args.unlearn_epochs, lr=args.unlearn_lr, batch_size=args.batch_size,
                         momentum=args.momentum, weight_decay=args.weight_decay, warmup=args.warmup,
                         augment=not args.no_aug, sam=sam, precision=precision(args))
-    return UnlearnConfig(
+    cfg = UnlearnConfig(
         lr=args.unlearn_lr, epochs=args.unlearn_epochs, batch_size=args.batch_size, optimizer=args.unlearn_optimizer,
         momentum=args.momentum, weight_decay=args.weight_decay, milestones=tuple(args.decreasing_lr),
         augment=not args.no_aug, sam=sam, separate=tuple(args.separate) if args.separate else None, mask=mask,
         alpha=args.alpha, beta=args.beta, gamma=args.gamma, msteps=args.msteps, kd_T=args.kd_T,
         no_l1_epochs=args.no_l1_epochs, recipe=recipe, precision=precision(args), release=bool(args.release))
+    return release_config(cfg) if cfg.release else cfg
 
 
 def train_seed(args: argparse.Namespace) -> int:

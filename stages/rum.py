@@ -34,17 +34,19 @@ from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from memorization.proxies import PROXIES, PROXY_SIGN
 from memorization.scores import load_proxy
 from stages import configs
+from stages.mask import mask_order
 from stages.common import FORGET_GROUPS, finish_run, finished_run, main_of, pct, run_timed, start_model, unlearn_metrics
 from trainer.device import prepare_model, synchronize
 from unlearn.base import UnlearnTask
-from unlearn.config import hparams_record, optimizer_tag_parts
+from unlearn.config import hparams_record, optimizer_tag_parts, setting_parts
 from unlearn.rum import (DEFAULT_MASK_RATIO, DEFAULT_PLANS, NONE, STEP_METHODS, Step, StepHparams, group_labels,
                          memorization_key, refine, resolve_steps, rum_tag, run_meta, shuffled_groups,
                          step_retain_sets)
 from unlearn.saliency import check_ratio, forget_gradients, mask_fraction, saliency_masks
 from utils import paths
-from utils.data import ImageData, load_data
+from utils.data import ImageData, augment_record, load_data
 from utils.errors import UserError
+from utils.lock import run_lock
 from utils.io import atomic_write_json
 from utils.rundir import check_writable, commit_run_dir, prepare_run_dir, run_config, save_model, write_config, \
     write_outputs
@@ -112,6 +114,8 @@ def _check_rum_flags(args: argparse.Namespace, prog: str, grouping: str) -> str 
     for flag, bad in (("--es", args.es), ("--resume", args.resume)):
         if bad:
             raise UserError(f"{flag}: does not apply to {prog} (use main_forget.py)")
+    if args.aug and args.no_aug:
+        raise UserError("--aug --no_aug: contradictory; RUM's steps run without augmentation unless --aug")
     if args.path:
         raise UserError(f"--path {args.path}: {prog} computes each SalUn step's saliency mask in-process on that "
                         f"step's group (ratio --mask_ratio, order --mask_order); a mask file is not used")
@@ -175,8 +179,10 @@ def plan_rum(args: argparse.Namespace, argv: Sequence[str] | None, prog: str, gr
     for j, s in enumerate(steps):
         if s.method == "NG" and not 0.0 <= s.alpha <= 1.0:
             raise UserError(f"--rum_alpha: step {j} (NG) has alpha {s.alpha:g}; NG's retain weight must be in [0, 1]")
+        # RUM's steps run without augmentation unless --aug (DESIGN.md §7.7)
         ns = argparse.Namespace(**{**vars(args), "unlearn": None if s.method == NONE else s.method,
-                                   "unlearn_lr": s.lr, "unlearn_epochs": s.epochs, "alpha": s.alpha, "path": None})
+                                   "unlearn_lr": s.lr, "unlearn_epochs": s.epochs, "alpha": s.alpha, "path": None,
+                                   "no_aug": not args.aug})
         if s.method != NONE:
             configs.check_method(ns, None, mask_in_process=True)
         step_args.append(ns)
@@ -187,9 +193,10 @@ def plan_rum(args: argparse.Namespace, argv: Sequence[str] | None, prog: str, gr
     for s, ns in zip(steps, step_args):
         if s.method == "SCRUB":
             scrub = f"msteps{ns.msteps}_kdT{ns.kd_T:g}_beta{ns.beta:g}_gamma{ns.gamma:g}"
+    cfg = configs.unlearn_config(argparse.Namespace(**{**vars(args), "no_aug": not args.aug}))
+    common = [p for p in optimizer_tag_parts(cfg) if p != "noaug"] + (["aug"] if args.aug else []) + setting_parts(cfg)
     tag = rum_tag(steps, grouping="mem" if grouping == "mem" else f"proxy-{proxy}", shuffle=bool(args.shuffle),
-                  common=optimizer_tag_parts(configs.unlearn_config(args)), mask_ratio=ratio,
-                  mask_order=args.mask_order, scrub=scrub)
+                  common=common, mask_ratio=ratio, mask_order=mask_order(args), scrub=scrub)
     return RumPlan(k=k, steps=steps, step_args=step_args, source=source, tag=tag, grouping=grouping, proxy=proxy,
                    mask_ratio=ratio)
 
@@ -281,8 +288,19 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
     """The whole stage (see the module docstring); ``command_line`` (default ``sys.argv[1:]``) tells
     which flags were given. Returns the exit status."""
     job = prepare(args, prog, grouping, command_line)
-    if finished_run(job.run_dir, args, prog, FORGET_GROUPS + ("rum", "masks")):
+    identity = {"forget_set": job.fs_plan.name, "model_name": job.model_name, "method_tag": job.plan.tag,
+                "seed": int(args.seed), "start_model_sha256": sha256_file(job.model_file),
+                "key_sha256": job.key_info["key_sha256"]}
+    if finished_run(job.run_dir, args, prog, FORGET_GROUPS + ("rum", "masks"), identity):
         return 0
+    with run_lock(job.run_dir):
+        if finished_run(job.run_dir, args, prog, FORGET_GROUPS + ("rum", "masks"), identity):
+            return 0  # finished by another run while this one started
+        return _run_rum(args, prog, grouping, job, identity)
+
+
+def _run_rum(args: argparse.Namespace, prog: str, grouping: str, job: RumJob, identity: dict) -> int:
+    """Build the forget set and its groups, run the steps and write the run (under the run's lock)."""
     rp, k = job.plan, job.plan.k
     fs = load_or_build(job.fs_plan, job.spec, job.data, device=job.device)
     groups, sizes, matches_mix = make_groups(job, fs)
@@ -305,7 +323,8 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
                                      forget_set_sha256=fs_sha, pretrained=str(job.model_file),
                                      model_name=job.model_name, device=str(job.device),
                                      rum_steps=[vars(s) for s in rp.steps], rum_plan_source=rp.source,
-                                     **job.key_info))
+                                     identity=identity, precision=configs.precision(args),
+                                     augmentation=augment_record(job.data, bool(args.aug)), **job.key_info))
     data_dev = job.data.to(job.device)
     steps = [Step(j, labels[j], s.method, groups[j], retains[j], info={"args": ns})
              for j, (s, ns) in enumerate(zip(rp.steps, rp.step_args))]
@@ -315,7 +334,7 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
     total = float(sum(r.seconds for r in results))
     salun = any(s.method == "RL" for s in rp.steps)
     hparams = {"steps": [r.info.get("hparams") for r in results], "methods": [s.method for s in rp.steps],
-               "mask_ratio": rp.mask_ratio if salun else None, "mask_order": args.mask_order if salun else None}
+               "mask_ratio": rp.mask_ratio if salun else None, "mask_order": mask_order(args) if salun else None}
     rum_record = {**job.key_info, "groups": k, "order": "low -> high memorization", "shuffle": bool(args.shuffle),
                   "shuffle_seed": int(args.seed) if args.shuffle else None, "group_sizes": sizes,
                   "matches_mix_parts": matches_mix, "plan_source": rp.source, "steps": job.step_records}
@@ -324,7 +343,8 @@ def run(args: argparse.Namespace, prog: str, grouping: str, command_line: Sequen
                                              forget_set=job.fs_plan.name, forget_kind=job.fs_plan.kind, fs=fs,
                                              fs_file=fs_file, fs_sha=fs_sha, ev=ev, seconds=total,
                                              pretrained=job.model_file, model_name=job.model_name,
-                                             hparams=hparams, device=job.device), "rum": rum_record},
+                                             hparams=hparams, device=job.device,
+                                             start_recipe=configs.start_recipe(job.model_file)), "rum": rum_record},
                commit=lambda: commit_run_dir(run_dir, final))
     return 0
 
@@ -338,7 +358,7 @@ def run_step(job: RumJob, data_dev: ImageData, model: torch.nn.Module,
         synchronize(device)
         t0 = time.perf_counter()
         grads = forget_gradients(model, data_dev, step.forget_ids, device, args.batch_size)
-        mask = saliency_masks(grads, [job.plan.mask_ratio], args.mask_order)[job.plan.mask_ratio]
+        mask = saliency_masks(grads, [job.plan.mask_ratio], mask_order(args))[job.plan.mask_ratio]
         params = dict(model.named_parameters())
         mask = {n: t.to(params[n].device) for n, t in mask.items()}
         synchronize(device)
@@ -351,7 +371,7 @@ def run_step(job: RumJob, data_dev: ImageData, model: torch.nn.Module,
     seconds = run_timed(step.method, task, cfg, device)
     hp = hparams_record(step.method, cfg, mask_file=None, mask_fraction=fraction, train_seed=configs.train_seed(ns))
     if step.method == "RL":
-        hp.update(mask_file=None, mask="in-process", mask_ratio=job.plan.mask_ratio, mask_order=args.mask_order)
+        hp.update(mask_file=None, mask="in-process", mask_ratio=job.plan.mask_ratio, mask_order=mask_order(args))
     return task.model, seconds + mask_seconds, {"method_seconds": seconds, "mask_seconds": mask_seconds,
                                                 "mask_fraction": fraction, "hparams": hp}
 

@@ -18,13 +18,14 @@ from torch import nn
 from memorization.learning_events import LearningEvents
 from models import build_for
 from stages.common import finished_run
-from stages.configs import device, pretrain_dir, pretrain_name, pretrain_recipe, train_seed
+from stages.configs import device, pretrain_dir, pretrain_identity, pretrain_name, pretrain_recipe, train_seed
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import predict_split
 from trainer.fit import CHECKPOINT, fit
-from utils.data import ImageData, load_data
+from utils.data import ImageData, augment_record, load_data
 from utils.errors import UserError
+from utils.lock import release, run_lock
 from utils.io import atomic_save_npz
 from utils.paths import MODEL_FILE, learning_event_proxy_path
 from utils.rundir import (check_writable, commit_run_dir, is_complete, prepare_run_dir, run_config, save_model, write_config,
@@ -72,6 +73,8 @@ def start_run(args: argparse.Namespace, run_dir: Path, data: ImageData, info: Di
         run_dir = prepare_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
         if not (args.resume and (run_dir / "config.json").is_file()):
             write_config(run_dir, run_config(vars(args), stage="pretrain", run_name=pretrain_name(args),
+                                             identity=pretrain_identity(args),
+                                             augmentation=augment_record(data, not args.no_aug),
                                              num_train=len(data.train_ids), num_val=len(data.val_ids),
                                              world_size=info.world))
     if info.enabled:
@@ -101,13 +104,21 @@ def write_results(args: argparse.Namespace, run_dir: Path, model: nn.Module, dat
 
 
 def run(args: argparse.Namespace) -> int:
-    """``main_train.py``: pretrain ``--arch`` on ``--dataset`` (data-parallel under torchrun)."""
+    """``main_train.py``: pretrain ``--arch`` on ``--dataset`` (data-parallel under torchrun). One
+    writer per run directory (:func:`utils.lock.run_lock`)."""
     run_dir = run_dir_of(args)
-    if finished_run(run_dir, args, "main_train.py", ("data", "training", "sam")):
+    if finished_run(run_dir, args, "main_train.py", ("data", "training", "sam"), pretrain_identity(args)):
         return 0
     info = init_distributed(resolve_device(args.device).type)
-    dev = device(args, info.local_rank if info.enabled else None)
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
+    with run_lock(run_dir, enabled=info.is_main):
+        if finished_run(run_dir, args, "main_train.py", ("data", "training", "sam"), pretrain_identity(args)):
+            return 0  # finished by another run while this one started
+        return _train(args, run_dir, data, info)
+
+
+def _train(args: argparse.Namespace, run_dir: Path, data: ImageData, info: DistInfo) -> int:
+    dev = device(args, info.local_rank if info.enabled else None)
     torch.manual_seed(train_seed(args))
     model = build_for(args.arch, data, imagenet_arch=args.imagenet_arch)
     final, run_dir = run_dir, start_run(args, run_dir, data, info)
@@ -129,5 +140,6 @@ def run(args: argparse.Namespace) -> int:
     run_dir = commit_run_dir(run_dir, final)  # --overwrite: the finished run is replaced only now
     print(f"done: train {100 * metrics['train_acc']:.2f}%  val {100 * metrics['val_acc']:.2f}%  "
           f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")
+    release(run_dir)  # before finish: under torchrun it ends the process with os._exit
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0

@@ -67,7 +67,7 @@ def _pretrain(epochs: int, batch: int) -> list[str]:
 
 # README §3.1: METHOD -> (--unlearn_lr, optional hyper-parameters, method tag of the run directory)
 S31 = {
-    "retrain": ("0.1", [], "retrain"),
+    "retrain": ("0.1", [], "retrain_lr0.1_ep1"),
     "FT": ("0.01", [], "FT_lr0.01_ep1_sgd"),
     "FT_prune": ("0.01", ["--alpha", "1e-4"], "FT_prune_alpha0.0001_lr0.01_ep1_sgd"),
     "GA": ("0.0001", [], "GA_lr0.0001_ep1_sgd"),
@@ -258,7 +258,7 @@ def test_s1_pretraining(readme):
 def test_s2_retrain(readme):
     work, _ = readme
     r = _ok(readme, "s2_retrain")
-    run_dir = _unlearn_dir(work, "cifar10_mem-low_n30", S1_RUN, "retrain")
+    run_dir = _unlearn_dir(work, "cifar10_mem-low_n30", S1_RUN, "retrain_lr0.1_ep2_bs32")
     assert f"-> {run_dir.relative_to(work)}" in r.stdout
     m = _check_run(run_dir, "retrain", "cifar10_mem-low_n30")
     assert m["mem_level"] == "low" and m["pretrained"] is None and m["num_retain"] == 60

@@ -4,8 +4,12 @@ A tag names the run directory (``<ckpts>/unlearn/<forget set>/<model>/<tag>/seed
 its registered hyperparameters, then for iterative methods ``lr…_ep…`` and the optimizer parts
 (the optimizer; batch size, milestones, augmentation and SAM where they differ from the
 :class:`unlearn.base.UnlearnConfig` defaults), then the saliency-mask file's stem. Examples:
-``FT_lr0.01_ep10_sgd``, ``NG_alpha0.99_lr0.01_ep5_sgd_sam-min_rho1_lamb1_adaptive_sep-min-max_mask_largest_0.5``,
-``retrain`` (``retrain_sam-…`` with SAM), ``original``, ``wfisher_alpha0.99``.
+momentum, weight decay, precision and ``--release`` where they differ from the defaults. Retrain's
+tag is its training recipe. Every setting that changes an unlearning result is in its tag or in the
+rest of its path (forget set, start model, seed), so two different runs never share a directory
+(DESIGN.md §6). Examples: ``FT_lr0.01_ep10_sgd``, ``FT_lr0.01_ep10_sgd_wd0_bf16``,
+``NG_alpha0.99_lr0.01_ep5_sgd_sam-min_rho1_lamb1_adaptive_sep-min-max_mask_largest_0.5``,
+``retrain_lr0.1_ep50`` (``retrain_lr0.1_ep50_sam-…`` with SAM), ``original``, ``wfisher_alpha0.99``.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from unlearn import METHODS, NOOP
+from trainer.fit import Recipe
 from unlearn.base import UnlearnConfig
 from utils.paths import safe_name
 
@@ -40,18 +45,61 @@ def optimizer_tag_parts(cfg: UnlearnConfig) -> list[str]:
     return parts
 
 
+def setting_parts(cfg: UnlearnConfig) -> list[str]:
+    """Momentum, weight decay, precision and ``--release`` where they differ from the defaults."""
+    parts = []
+    if cfg.momentum != _DEFAULT.momentum:
+        parts.append(f"mom{cfg.momentum:g}")
+    if cfg.weight_decay != _DEFAULT.weight_decay:
+        parts.append(f"wd{cfg.weight_decay:g}")
+    if cfg.precision != _DEFAULT.precision:
+        parts.append(cfg.precision)
+    if cfg.release:
+        parts.append("release")
+    return parts
+
+
+def retrain_tag(recipe: Recipe, *, train_seed: int | None = None, seed: int | None = None) -> str:
+    """``retrain_lr…_ep…`` and the recipe's other settings where they differ from the defaults
+    (batch size, momentum, weight decay, warm-up, augmentation, SAM, an initialization seed other
+    than the run's seed, precision)."""
+    d = Recipe(epochs=recipe.epochs)
+    parts = ["retrain", f"lr{recipe.lr:g}", f"ep{recipe.epochs}"]
+    if recipe.batch_size != d.batch_size:
+        parts.append(f"bs{recipe.batch_size}")
+    if recipe.momentum != d.momentum:
+        parts.append(f"mom{recipe.momentum:g}")
+    if recipe.weight_decay != d.weight_decay:
+        parts.append(f"wd{recipe.weight_decay:g}")
+    if recipe.warmup != d.warmup:
+        parts.append(f"warm{recipe.warmup}")
+    if not recipe.augment:
+        parts.append("noaug")
+    if recipe.sam is not None:
+        parts.append(recipe.sam.tag())
+    if train_seed is not None and train_seed != seed:
+        parts.append(f"init{train_seed}")
+    if recipe.precision != d.precision:
+        parts.append(recipe.precision)
+    return "_".join(parts)
+
+
 def mask_tag(mask_file: str | Path) -> str:
     """The tag part of a saliency-mask file: its stem, prefixed with ``mask`` unless it starts so."""
     stem = safe_name(Path(mask_file).name.rsplit(".", 1)[0])
     return stem if stem.startswith("mask") else "mask" + stem
 
 
-def method_tag(method: str, cfg: UnlearnConfig, mask_file: str | Path | None = None) -> str:
-    """The run tag of ``method`` with ``cfg`` (see the module docstring)."""
+def method_tag(method: str, cfg: UnlearnConfig, mask_file: str | Path | None = None, *,
+               train_seed: int | None = None, seed: int | None = None) -> str:
+    """The run tag of ``method`` with ``cfg`` (see the module docstring); ``train_seed`` and
+    ``seed``: retrain's initialization seed and the run's seed."""
     if method in NOOP:
         return method
     if method == "retrain":
-        return "retrain" + (f"_{cfg.sam.tag()}" if cfg.sam is not None else "")
+        if cfg.recipe is None:
+            raise ValueError("retrain needs cfg.recipe")
+        return retrain_tag(cfg.recipe, train_seed=train_seed, seed=seed)
     m = METHODS[method]
     parts = [method]
     for name in m.hparams:
@@ -64,6 +112,7 @@ def method_tag(method: str, cfg: UnlearnConfig, mask_file: str | Path | None = N
         parts += [f"lr{cfg.lr:g}", f"ep{cfg.epochs}"] + optimizer_tag_parts(cfg)
         if cfg.separate:
             parts.append(f"sep-{cfg.separate[0]}-{cfg.separate[1]}")
+        parts += setting_parts(cfg)
     if mask_file:
         parts.append(mask_tag(mask_file))
     return "_".join(parts)

@@ -7,8 +7,11 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
+from typing import Any, Mapping
 
 from utils.errors import UserError
 
@@ -21,13 +24,42 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-") or "x"
 
 
+# Name parts of the pretraining settings outside the readable base, when they differ from the defaults.
+PRETRAIN_EXTRA_FORMATS = {"momentum": "mom{:g}", "weight_decay": "wd{:g}", "warmup": "warm{}", "augment": "noaug",
+                          "train_seed": "init{}", "split_seed": "split{}", "precision": "{}"}
+
+
 def pretrain_name(dataset: str, arch: str, *, optimizer_tag: str, epochs: int, lr: float, batch_size: int,
-                  seed: int, imagenet_arch: bool = False) -> str:
-    """e.g. ``cifar10_resnet18_sgd_ep50_lr0.1_bs256_seed2`` or
+                  seed: int, imagenet_arch: bool = False, extras: Mapping[str, Any] | None = None) -> str:
+    """e.g. ``cifar10_resnet18_sgd_ep50_lr0.1_bs256_seed2``,
     ``cifar10_resnet18_sam-min_rho1_lamb1_adaptive_ep50_lr0.1_bs256_seed2`` (``optimizer_tag`` is
-    ``sgd`` or :meth:`trainer.optim.SamConfig.tag`)."""
+    ``sgd`` or :meth:`trainer.optim.SamConfig.tag`) or ``..._seed2_wd0.001_split3_bf16`` with
+    ``extras``, the other settings where they differ from the defaults (:func:`extra_parts`)."""
     stem = "_imagenetstem" if imagenet_arch else ""
-    return f"{dataset}_{arch}{stem}_{optimizer_tag}_ep{epochs}_lr{lr:g}_bs{batch_size}_seed{seed}"
+    base = f"{dataset}_{arch}{stem}_{optimizer_tag}_ep{epochs}_lr{lr:g}_bs{batch_size}_seed{seed}"
+    return "_".join([base] + extra_parts(extras or {}, PRETRAIN_EXTRA_FORMATS))
+
+
+def short_hash(record: Mapping[str, Any]) -> str:
+    """Eight hex digits of the sha256 of ``record`` as canonical JSON (sorted keys)."""
+    text = json.dumps(dict(record), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def extra_parts(extras: Mapping[str, Any], formats: Mapping[str, str]) -> list[str]:
+    """Name parts of the settings that differ from their defaults (``extras``: only those): one
+    readable part per setting with a format in ``formats`` (``"wd{:g}"``; a format without ``{}``
+    is a flag word such as ``noaug``), then ``h<short hash>`` of the settings without one, so every
+    setting that changes a result changes the name (DESIGN.md §6)."""
+    parts, rest = [], {}
+    for key, value in extras.items():
+        if key in formats:
+            parts.append(formats[key].format(value))
+        else:
+            rest[key] = value
+    if rest:
+        parts.append("h" + short_hash(rest))
+    return parts
 
 
 def pretrained_root(ckpts: str | Path, save_dir: str | Path | None = None) -> Path:

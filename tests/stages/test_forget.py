@@ -82,7 +82,7 @@ def test_readme_commands(method, workdir, monkeypatch, capsys):
     assert {"high_mem", "mid_mem", "low_mem"} <= set(m["accuracy"])
     assert f"-> ckpts/unlearn/digits_mem-high_n60/{RUN}/{m['method_tag']}/seed2" in out.splitlines()[-1]
     if method == "retrain":
-        assert m["method_tag"] == "retrain" and m["pretrained"] is None
+        assert m["method_tag"] == "retrain_lr0.01_ep2_bs64" and m["pretrained"] is None
         assert m["hparams"]["recipe"]["epochs"] == 2 and m["hparams"]["recipe"]["lr"] == 0.01
     else:
         assert m["pretrained"].endswith(f"{RUN}/model.pt")
@@ -98,9 +98,9 @@ def test_readme_retrain_command_verbatim(workdir, monkeypatch, capsys):
             "--num_indexes_to_replace", "60", "--mask", f"ckpts/original/{RUN}"]
     code, out, err = cli(main_forget, argv, monkeypatch, capsys, workdir)
     assert code == 0, err
-    m = _check_run(_run_dir(workdir, "digits_mem-low_n60", "retrain"), "retrain", "digits_mem-low_n60")
+    m = _check_run(_run_dir(workdir, "digits_mem-low_n60", "retrain_lr0.1_ep8_bs64"), "retrain", "digits_mem-low_n60")
     assert m["mem_level"] == "low" and m["accuracy"]["retain"] > 0.9
-    assert not (_run_dir(workdir, "digits_mem-low_n60", "retrain") / "checkpoint.pt").exists()
+    assert not (_run_dir(workdir, "digits_mem-low_n60", "retrain_lr0.1_ep8_bs64") / "checkpoint.pt").exists()
 
 
 def _ckpts_with_scores(workdir, ck):
@@ -144,14 +144,14 @@ def test_retrain_killed_then_resumed_equals_an_uninterrupted_retrain(workdir, tm
     else:
         monkeypatch.setattr(stages.common, "write_metrics", killed)
     assert cli(main_forget, argv(ck), monkeypatch, capsys, workdir)[0] == 130
-    run_dir = next(ck.glob("unlearn/*/*/retrain/seed2"))
+    run_dir = next(ck.glob("unlearn/*/*/retrain_*/seed2"))
     assert (run_dir / "checkpoint.pt").is_file() and not (run_dir / "metrics.json").exists()
     monkeypatch.undo()
     code, out, err = cli(main_forget, [*argv(ck), "--resume"], monkeypatch, capsys, workdir)
     assert code == 0, err
     assert (run_dir / "metrics.json").is_file() and not (run_dir / "checkpoint.pt").exists()
     assert [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()] == [1, 2]
-    ref_dir = next(ref.glob("unlearn/*/*/retrain/seed2"))
+    ref_dir = next(ref.glob("unlearn/*/*/retrain_*/seed2"))
     with np.load(ref_dir / "outputs.npz") as za, np.load(run_dir / "outputs.npz") as zb:
         assert all(np.array_equal(za[k], zb[k]) for k in za.files)
 
@@ -217,14 +217,21 @@ def test_original_es_group_and_refusal_of_finished_run(workdir, monkeypatch, cap
         train_acc = float((z["train_logits"].argmax(1) == z["train_labels"]).mean())
     n_r, n_f = m["num_retain"], m["num_forget"]
     assert (m["accuracy"]["retain"] * n_r + m["accuracy"]["forget"] * n_f) / (n_r + n_f) == pytest.approx(train_acc)
-    # rerunning a finished run is a no-op (exit 0, one line); other settings in the same directory
-    # are refused; --overwrite replaces it
+    # rerunning a finished run is a no-op (exit 0, one line), also with a flag the method does not
+    # read (--weight_decay for original); a directory recording another identity is refused;
+    # --overwrite replaces it
     done = _run_dir(workdir, fs_name, "original") / "metrics.json"
     before = done.read_bytes()
     code, out, err = cli(main_forget, argv, monkeypatch, capsys, workdir)
     assert code == 0 and "already holds this finished run" in out and done.read_bytes() == before
     code, out, err = cli(main_forget, argv + ["--weight_decay", "0.01"], monkeypatch, capsys, workdir)
-    assert code == 2 and "--weight_decay 0.0005 there vs 0.01 here" in err and err.count("\n") == 1
+    assert code == 0 and "already holds this finished run" in out and done.read_bytes() == before
+    cfg_file = done.parent / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["identity"]["start_model_sha256"] = "0" * 64  # another start model of the same name
+    cfg_file.write_text(json.dumps(cfg))
+    code, out, err = cli(main_forget, argv, monkeypatch, capsys, workdir)
+    assert code == 2 and "start_model_sha256 '000" in err and err.count("\n") == 1
     assert done.read_bytes() == before
     code, out, err = cli(main_forget, argv + ["--overwrite"], monkeypatch, capsys, workdir)
     assert code == 0, err

@@ -153,7 +153,7 @@ def test_default_plan_order_retain_sets_chaining_and_retrain_pairing(workdir, mo
     code, out, err = cli(main_forget, ["--unlearn", "retrain", *README, "--unlearn_epochs", "1", "--unlearn_lr", "0.1"],
                          monkeypatch, capsys, workdir)
     assert code == 0, err
-    r = _metrics(_final(workdir, "retrain"))
+    r = _metrics(_final(workdir, "retrain_lr0.1_ep1"))
     assert r["forget_set"] == m["forget_set"] and r["forget_set_sha256"] == m["forget_set_sha256"]
     assert r["forget_ids_sha256"] == m["forget_ids_sha256"] and r["seed"] == m["seed"]
     from stages.analysis import main as run_analysis
@@ -197,20 +197,31 @@ def test_shuffle_groups_same_sizes_same_forget_set(workdir, monkeypatch, capsys)
     assert not scores[groups[0]].max() < scores[groups[1]].min()  # not the memorization groups
 
 
+def _config(run_dir):
+    return json.loads((run_dir / "config.json").read_text())
+
+
 def test_one_group_is_the_single_method(workdir, monkeypatch, capsys):
-    """K = 1 with FT is main_forget.py's FT on the same forget set: same weights, same metrics."""
+    """K = 1 with FT is main_forget.py's FT on the same forget set: same weights, same metrics,
+    without augmentation by default (as RUM's scripts) and with it under --aug."""
     code, out, err = cli(main_rum, ["--unlearn", "FT", *README, "--unlearn_epochs", "1", "--rum_groups", "1"],
                          monkeypatch, capsys, workdir)
     assert code == 0, err
-    code, out, err = cli(main_forget, ["--unlearn", "FT", *README, "--unlearn_epochs", "1"], monkeypatch, capsys,
-                         workdir)
+    code, out, err = cli(main_rum, ["--unlearn", "FT", *README, "--unlearn_epochs", "1", "--rum_groups", "1",
+                                    "--aug"], monkeypatch, capsys, workdir)
     assert code == 0, err
-    a = _final(workdir, "RUM_FT_mem_lr0.01_ep1_sgd")
-    b = _final(workdir, "FT_lr0.01_ep1_sgd")
-    ma, mb = _metrics(a), _metrics(b)
-    assert ma["accuracy"] == mb["accuracy"] and ma["mia"] == mb["mia"]
-    sa, sb = _state(a / "model.pt"), _state(b / "model.pt")
-    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    for extra, rum_tag, ft_tag in (([], "RUM_FT_mem_lr0.01_ep1_sgd", "FT_lr0.01_ep1_sgd_noaug"),
+                                   (["--aug"], "RUM_FT_mem_lr0.01_ep1_sgd_aug", "FT_lr0.01_ep1_sgd")):
+        code, out, err = cli(main_forget, ["--unlearn", "FT", *README, "--unlearn_epochs", "1",
+                                           *(["--no_aug"] if not extra else [])], monkeypatch, capsys, workdir)
+        assert code == 0, err
+        a, b = _final(workdir, rum_tag), _final(workdir, ft_tag)
+        ma, mb = _metrics(a), _metrics(b)
+        assert ma["accuracy"] == mb["accuracy"] and ma["mia"] == mb["mia"]
+        sa, sb = _state(a / "model.pt"), _state(b / "model.pt")
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        assert _config(a)["augmentation"] == _config(b)["augmentation"]
+    assert _config(_final(workdir, "RUM_FT_mem_lr0.01_ep1_sgd"))["augmentation"] is None
 
 
 def test_help_documents_the_defaults(monkeypatch, capsys, tmp_path):

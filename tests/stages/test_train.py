@@ -145,14 +145,27 @@ def test_resnet18_trains_on_digits(runs):
 
 def test_finished_run_is_not_overwritten(runs, run_script):
     """A second identical command is a no-op (exit 0, one line saying where) and leaves the result
-    alone; the same directory asked with other settings is refused (exit 2, one line)."""
+    alone; other settings (--momentum) are another run in another directory; a directory whose
+    config.json records another identity is refused (exit 2, one line)."""
     r0, run_dir = runs["digits_resnet18"]
     assert r0.returncode == 0
     before = (run_dir / "model.pt").read_bytes()
     r = run_script("main_train.py", *RUNS["digits_resnet18"][0], cwd=run_dir.parents[2])
     assert r.returncode == 0 and "already holds this finished run" in r.stdout and r.stderr == "", r.stderr
     r = run_script("main_train.py", *RUNS["digits_resnet18"][0], "--momentum", "0.5", cwd=run_dir.parents[2])
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--momentum 0.9 there vs 0.5 here" in r.stderr, r.stderr
+    assert r.returncode == 0, r.stderr
+    assert (run_dir.parent / (run_dir.name + "_mom0.5") / "metrics.json").is_file()
+    assert (run_dir / "model.pt").read_bytes() == before
+    cfg_file = run_dir / "config.json"
+    saved = cfg_file.read_text()
+    cfg = json.loads(saved)
+    cfg["identity"]["weight_decay"] = 0.01
+    cfg_file.write_text(json.dumps(cfg))
+    try:
+        r = run_script("main_train.py", *RUNS["digits_resnet18"][0], cwd=run_dir.parents[2])
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "weight_decay 0.01 there vs 0.0005 here" in r.stderr
+    finally:
+        cfg_file.write_text(saved)
     assert (run_dir / "model.pt").read_bytes() == before
 
 
@@ -275,9 +288,11 @@ def test_output_made_read_only_mid_run_is_one_line(tmp_path, monkeypatch, capsys
 
 
 def test_a_rerun_compares_only_the_flags_pretraining_reads(tmp_path, monkeypatch, capsys):
-    """An unlearning flag on the command line does not make a finished pretraining another run."""
+    """An unlearning flag on the command line does not make a finished pretraining another run;
+    another weight decay is another run, in its own directory."""
     assert run_cli(main_train, RESUME_BASE, monkeypatch, capsys, tmp_path)[0] == 0
     code, out, err = run_cli(main_train, [*RESUME_BASE, "--unlearn_lr", "0.5", "--mem", "high"], monkeypatch,
                              capsys, tmp_path)
     assert code == 0 and "already holds this finished run" in out
-    _refused(tmp_path, monkeypatch, capsys, [*RESUME_BASE, "--weight_decay", "0"], "--weight_decay")
+    code, out, err = run_cli(main_train, [*RESUME_BASE, "--weight_decay", "0"], monkeypatch, capsys, tmp_path)
+    assert code == 0 and "already holds" not in out and out.rstrip().endswith("_wd0"), out

@@ -30,7 +30,7 @@ from memorization.learning_events import LearningEvents
 EPOCHS, KILL_AFTER = 5, 2
 ARGS = ["--dataset", "digits", "--arch", "cnn_s", "--epochs", str(EPOCHS), "--batch_size", "128", "--lr", "0.05",
         "--warmup", "1", "--device", "cpu"]
-RUN_NAME = "digits_cnn_s_sgd_ep5_lr0.05_bs128_seed2"
+RUN_NAME = "digits_cnn_s_sgd_ep5_lr0.05_bs128_seed2_warm1"
 
 
 def _log_rows(run: Path) -> int:

@@ -283,7 +283,7 @@ def method_tag(args):
 
 def test_method_tags():
     assert method_tag(_ns(unlearn="FT", unlearn_lr=0.01, unlearn_epochs=10)) == "FT_lr0.01_ep10_sgd"
-    assert method_tag(_ns(unlearn="retrain", unlearn_lr=0.1, unlearn_epochs=30)) == "retrain"
+    assert method_tag(_ns(unlearn="retrain", unlearn_lr=0.1, unlearn_epochs=30)) == "retrain_lr0.1_ep30"
     assert method_tag(_ns(unlearn="original")) == "original"
     assert method_tag(_ns(unlearn="wfisher", alpha=5)) == "wfisher_alpha5"
     tag = method_tag(_ns(unlearn="NG", alpha=0.99, unlearn_lr=0.01, unlearn_epochs=5, sam="min", rho=1.0, lamb=1,
