@@ -202,6 +202,9 @@ def _add_analysis(p: OneLineParser) -> None:
     g.add_argument("--runs", default=None, help="(new) directory of unlearning runs (default ckpts/unlearn)")
     g.add_argument("--out", default=None, help="(new) output directory of the tables")
     g.add_argument("--es_normalized", action="store_true", help="(new) the sharp-unlearn normalized ES")
+    g.add_argument("--retrain", default=None, metavar="TAG",
+                   help="(new) the retrain run (its method tag, e.g. retrain_lr0.1_ep50) that scores every run when "
+                        "several retrains match a forget set, seed and pretraining recipe")
 
 
 FLAG_GROUPS: dict[str, Callable[[OneLineParser], None]] = {

@@ -64,17 +64,17 @@ def render_markdown(rep: Report) -> str:
     w(f"Runs: `{rep.root}` ({rep.n_runs} selected{'; ' + flags if flags else ''}"
       f"{'; --no_aug has no effect here' if rep.no_aug else ''}).\n\n")
     if rep.rows:
-        w("| method | " + " | ".join(_md_escape(c.key) for c in rep.columns) + " |\n")
-        w("|---|" + "---|" * len(rep.columns) + "\n")
+        w("| method | pretrained | " + " | ".join(_md_escape(c.key) for c in rep.columns) + " |\n")
+        w("|---|---|" + "---|" * len(rep.columns) + "\n")
         for tag, _ in rep.rows:
-            w(f"| {_md_escape(tag)} | "
+            w(f"| {_md_escape(tag)} | {_md_escape(rep.pretrained.get(tag, ''))} | "
               + " | ".join(_md_escape(cell_text(rep.cells.get((tag, c.key)))) for c in rep.columns) + " |\n")
     else:
         w("_No unlearned runs to score._\n")
     w("\n## Detail (means over seeds)\n\n")
     w(f"Accuracies and MIA-efficacy ({MIA_ATTACK} attack) in %, averaged over every seed of the cell.\n\n")
-    w(f"| method | forget set | seeds | retain acc | forget acc | test acc | MIA-efficacy | {m.title} |\n")
-    w("|---|---|---|---|---|---|---|---|\n")
+    w(f"| method | pretrained | forget set | seeds | retain acc | forget acc | test acc | MIA-efficacy | {m.title} |\n")
+    w("|---|---|---|---|---|---|---|---|---|\n")
     for tag, _method in list(rep.rows) + list(rep.ref_rows):
         is_ref = (tag, _method) in rep.ref_rows
         for c in rep.columns:
@@ -83,7 +83,8 @@ def render_markdown(rep: Report) -> str:
                 continue
             mm = cell.means()
             score = "reference" if is_ref else (f"{cell.mean:.3f}" if cell.mean is not None else "—")
-            w(f"| {_md_escape(tag)} | {_md_escape(c.key)} | {_seeds(cell.seeds)} | {_pct(mm['retain'])} | "
+            w(f"| {_md_escape(tag)} | {_md_escape(rep.pretrained.get(tag, ''))} | {_md_escape(c.key)} | "
+              f"{_seeds(cell.seeds)} | {_pct(mm['retain'])} | "
               f"{_pct(mm['forget'])} | {_pct(mm['test'])} | {_pct(mm['mia'])} | {score} |\n")
     notes = list(rep.notes)
     for cell in rep.cells.values():
@@ -97,7 +98,7 @@ def render_markdown(rep: Report) -> str:
     return out.getvalue()
 
 
-CSV_FIELDS = ("method", "method_tag", "forget_set", "forget_kind", "mem_level", "mem_proxy", "group_index",
+CSV_FIELDS = ("method", "method_tag", "pretrained", "forget_set", "forget_kind", "mem_level", "mem_proxy", "group_index",
               "num_forget", "seeds", "n_seeds", "{m}_mean", "{m}_half_width", "{m}_low", "{m}_high",
               "retain", "forget", "test", "mia_confidence", "missing_retrain_seeds", "collapsed_seeds", "note")
 
@@ -123,7 +124,7 @@ def render_csv(rep: Report) -> str:
             if cell.mean is not None and cell.half is not None:
                 lo, hi = cell.mean - cell.half, cell.mean + cell.half
             wr.writerow([
-                method, tag, c.key, c.kind or "", c.mem_level or "", c.mem_proxy or "",
+                method, tag, rep.pretrained.get(tag, ""), c.key, c.kind or "", c.mem_level or "", c.mem_proxy or "",
                 "" if c.group_index is None else c.group_index, "" if c.num_forget is None else c.num_forget,
                 " ".join(str(s) for s in cell.seeds), len(cell.values) if not is_ref else "",
                 _fmt_num(cell.mean), _fmt_num(cell.half), _fmt_num(lo), _fmt_num(hi),
@@ -148,7 +149,7 @@ def report_json(rep: Report) -> dict[str, Any]:
     for (tag, col), cell in sorted(rep.cells.items()):
         is_ref = cell.method.lower() == "retrain"
         cells.append({
-            "method": cell.method, "method_tag": tag, "forget_set": col,
+            "method": cell.method, "method_tag": tag, "pretrained": rep.pretrained.get(tag), "forget_set": col,
             "reference": is_ref,
             "seeds": cell.seeds, "n": len(cell.values),
             "mean": json_num(cell.mean), "half_width": json_num(cell.half),
@@ -171,8 +172,9 @@ def report_json(rep: Report) -> dict[str, Any]:
         "dataset": rep.dataset, "arch": rep.arch, "runs_root": rep.root, "filters": rep.filters.as_dict(),
         "no_aug": rep.no_aug, "n_runs": rep.n_runs,
         "columns": [c.__dict__ for c in rep.columns],
-        "rows": [{"method_tag": t, "method": mth} for t, mth in rep.rows],
-        "reference_rows": [{"method_tag": t, "method": mth} for t, mth in rep.ref_rows],
+        "rows": [{"method_tag": t, "method": mth, "pretrained": rep.pretrained.get(t)} for t, mth in rep.rows],
+        "reference_rows": [{"method_tag": t, "method": mth, "pretrained": rep.pretrained.get(t)}
+                           for t, mth in rep.ref_rows],
         "table": {t: {c.key: cell_text(rep.cells.get((t, c.key))) for c in rep.columns} for t, _ in rep.rows},
         "cells": cells, "notes": rep.notes, "skipped": rep.skipped,
     }

@@ -50,6 +50,8 @@ class Run:
     mia: dict[str, float]
     collapsed: bool
     model_name: str | None = None  # the start model's run name (SGD vs SAM pretraining, ...)
+    recipe: str | None = None  # the start model's pretraining recipe (canonical JSON): the retrain pairing key
+    pretrained: str | None = None  # its label: SGD, SAM-min rho1 lamb1 adaptive, ...
 
     @property
     def is_retrain(self) -> bool:
@@ -95,6 +97,20 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
+def _recipe_of(m: dict[str, Any]) -> dict[str, str | None]:
+    """``recipe`` and ``pretrained`` of a metrics record: its ``start_recipe`` (key and label); runs
+    written before it was recorded: the start model's name without its seed."""
+    sr = m.get("start_recipe")
+    if isinstance(sr, dict) and sr.get("key") is not None:
+        return {"recipe": json.dumps(sr["key"], sort_keys=True, default=str),
+                "pretrained": str(sr.get("label") or "unknown")}
+    name = m.get("model_name")
+    if not name:
+        return {"recipe": None, "pretrained": None}
+    base = re.sub(r"_seed\d+$", "", str(name))
+    return {"recipe": json.dumps({"model": base}), "pretrained": base}
+
+
 def load_run(path: Path) -> Run:
     """Read one ``metrics.json``; raises ``ValueError`` when it is not an unlearning run's."""
     try:
@@ -125,6 +141,7 @@ def load_run(path: Path) -> Run:
                  if not isinstance(v, (dict, list))},
             collapsed=bool(m.get("collapsed", False)),
             model_name=_opt_str(m.get("model_name")),
+            **_recipe_of(m),
         )
     except (TypeError, ValueError) as e:
         raise ValueError(f"bad value ({' '.join(str(e).split())[:120]})") from None
@@ -158,12 +175,14 @@ class Filters:
     mem_proxy: str | None = None
     num_forget: int | None = None  # --num_indexes_to_replace
     group_index: int | None = None
+    retrain: str | None = None  # --retrain: the method tag of the retrain runs used as references
 
     def flags(self) -> str:
         out = []
         for flag, v in (("--dataset", self.dataset), ("--arch", self.arch), ("--unlearn", self.unlearn),
                         ("--mem", self.mem), ("--mem_proxy", self.mem_proxy),
-                        ("--num_indexes_to_replace", self.num_forget), ("--group_index", self.group_index)):
+                        ("--num_indexes_to_replace", self.num_forget), ("--group_index", self.group_index),
+                        ("--retrain", self.retrain)):
             if v is not None:
                 out.append(f"{flag} {v}")
         return " ".join(out)
@@ -188,9 +207,11 @@ def _method_matches(run: Run, unlearn: str) -> bool:
 
 def select(runs: Sequence[Run], f: Filters) -> list[Run]:
     """The runs the filters keep. Retrain runs pass the ``unlearn`` filter (they are the
-    references); every other filter applies to them as well."""
+    references) and ``--retrain`` keeps those of one tag; every other filter applies to them as well."""
     out = []
     for r in runs:
+        if f.retrain is not None and r.is_retrain and r.method_tag != f.retrain:
+            continue
         if f.dataset is not None and r.dataset != f.dataset:
             continue
         if f.arch is not None and r.arch != f.arch:

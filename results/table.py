@@ -1,13 +1,17 @@
 """Scoring runs against their retrain reference, and aggregating the scores into a table.
 
 1. **Pairing.** Every non-retrain run is scored against the retrain run of the same dataset,
-   architecture, forget set (its sha256; the forget-set name when a sha is missing) and seed
-   (:class:`RetrainIndex`).
+   architecture, forget set (its sha256; the forget-set name when a sha is missing), seed and
+   pretraining recipe of the start model (DESIGN.md §7.2; :class:`RetrainIndex`): an
+   SGD-pretrained model is compared with the SGD-recipe retrain, a SAM-pretrained one with the
+   SAM-recipe retrain. No matching retrain: the cell says so. Several: refused, naming them and
+   ``--retrain TAG``, which picks one.
 2. **Aggregation.** Per (method tag, forget set): mean over seeds and the half-width of the 95%
    Student-t interval (:func:`evaluation.metrics.mean_ci`). Forget sets whose name carries a seed
    (random, class, shuffled) are pooled over seeds into one column, named without the seed.
-   Runs from several pretrained models (SGD vs SAM, other recipes) get one row per method and
-   model recipe; the seed is not part of the recipe, so seeds still aggregate in one row.
+   Runs from several pretraining recipes (SGD vs SAM, ...) get one row per method and recipe
+   (``<tag> @<recipe>``, and the ``pretrained`` column names the recipe); the seed is not part of
+   the recipe, so seeds still aggregate in one row.
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ import numpy as np
 
 from evaluation.metrics import mean_ci, tow, tow_mia
 from results.runs import ORIGINAL, Filters, Run
+from utils.errors import UserError
 
 __all__ = ["CONFIDENCE", "LEVEL_ORDER", "KIND_ORDER", "Metric", "METRICS", "Column", "SeedResult", "Cell",
-           "Report", "RetrainIndex", "tag_start_models", "fill_cells", "order_rows_and_columns",
+           "Report", "RetrainIndex", "recipe_rows", "fill_cells", "order_rows_and_columns",
            "coverage_notes", "build_report"]
 
 CONFIDENCE = 0.95
@@ -150,14 +155,16 @@ class Report:
     rows: list[tuple[str, str]]  # (method_tag, method) of the score table
     cells: dict[tuple[str, str], Cell]  # (row, column) -> cell, retrain rows included
     ref_rows: list[tuple[str, str]]  # retrain rows (detail table only)
+    pretrained: dict[str, str]  # row -> the pretraining recipe of its start model (SGD, SAM-..., ...)
     notes: list[str]
     skipped: list[str]  # metrics.json files that are not unlearning runs
     n_runs: int
 
 
 class RetrainIndex:
-    """The retrain runs of a selection, by (dataset, arch, forget-set sha256, seed) and by
-    (dataset, arch, forget-set name, seed). ``notes`` collects ambiguities met while pairing."""
+    """The retrain runs of a selection, by (dataset, arch, forget-set sha256, seed, recipe) and by
+    (dataset, arch, forget-set name, seed, recipe), the recipe being the pretraining recipe of the
+    start model each retrain stands for. ``notes`` collects what pairing met."""
 
     def __init__(self, runs: Sequence[Run]):
         self.by_sha: dict[tuple, list[Run]] = {}
@@ -166,38 +173,56 @@ class RetrainIndex:
         for r in runs:
             if r.is_retrain:
                 if r.sha:
-                    self.by_sha.setdefault((r.dataset, r.arch, r.sha, r.seed), []).append(r)
-                self.by_name.setdefault((r.dataset, r.arch, r.forget_set, r.seed), []).append(r)
+                    self.by_sha.setdefault((r.dataset, r.arch, r.sha, r.seed, r.recipe), []).append(r)
+                self.by_name.setdefault((r.dataset, r.arch, r.forget_set, r.seed, r.recipe), []).append(r)
+
+    def _others(self, u: Run) -> list[Run]:
+        """Retrain runs of ``u``'s forget set and seed for other recipes."""
+        return [r for (d, a, name, seed, rec), rs in self.by_name.items() for r in rs
+                if (d, a, name, seed) == (u.dataset, u.arch, u.forget_set, u.seed) and rec != u.recipe]
 
     def reference(self, u: Run) -> tuple[Run | None, str | None]:
-        """``(retrain run, None)``, or ``(None, why)`` (``why`` None when there simply is none)."""
+        """``(retrain run, None)``, or ``(None, why)`` (``why`` None when there simply is none).
+        Several matching retrain runs are a :class:`UserError` naming them and ``--retrain``."""
         cands: list[Run] = []
         if u.sha:
-            cands = self.by_sha.get((u.dataset, u.arch, u.sha, u.seed), [])
+            cands = self.by_sha.get((u.dataset, u.arch, u.sha, u.seed, u.recipe), [])
         if not cands:
-            named = self.by_name.get((u.dataset, u.arch, u.forget_set, u.seed), [])
+            named = self.by_name.get((u.dataset, u.arch, u.forget_set, u.seed, u.recipe), [])
             cands = [r for r in named if not (u.sha and r.sha and r.sha != u.sha)]
             if named and not cands:
                 return None, (f"seed {u.seed}: the retrain run {named[0].path} used another file for "
                               f"forget set {u.forget_set} (sha256 differs)")
         if not cands:
+            others = self._others(u)
+            if others:
+                return None, (f"seed {u.seed}: no retrain for the pretraining recipe {u.pretrained} (retrain runs "
+                              f"exist for {', '.join(sorted({str(r.pretrained) for r in others}))}; run "
+                              f"main_forget.py --unlearn retrain --mask <the start model>)")
             return None, None
         if len(cands) > 1:
-            self.notes.append(f"{len(cands)} retrain runs for forget set {u.forget_set}, seed {u.seed}: "
-                              f"used {cands[0].path}")
+            raise UserError(f"forget set {u.forget_set}, seed {u.seed}, pretraining {u.pretrained}: "
+                            f"{len(cands)} retrain runs match ({', '.join(sorted(r.method_tag for r in cands))}); "
+                            f"choose the reference with --retrain TAG")
         return cands[0], None
 
 
-def tag_start_models(runs: Sequence[Run]) -> tuple[list[Run], list[str]]:
-    """When the non-retrain runs start from several pretraining recipes (the start model's name
-    without its ``_seed<k>``), tag each such run's method with `` @<recipe>``; plus the note."""
-    recipe = {r.model_name: re.sub(r"_seed\d+$", "", r.model_name) for r in runs if r.model_name}
-    starts = {recipe[r.model_name] for r in runs if not r.is_retrain and r.model_name}
-    if len(starts) <= 1:
-        return list(runs), []
-    tagged = [r if r.is_retrain or not r.model_name
-              else replace(r, method_tag=f"{r.method_tag} @{recipe[r.model_name]}") for r in runs]
-    return tagged, [f"runs start from {len(starts)} pretrained models; each row is tagged '@<model>'"]
+def recipe_rows(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str], list[str]]:
+    """One row per method tag and pretraining recipe: when the runs start from several recipes,
+    each run's row becomes ``<tag> @<recipe label>``. Returns the runs, ``row -> recipe label``
+    and a note."""
+    labels: dict[str | None, str] = {}
+    for r in runs:
+        if r.recipe not in labels:
+            base = r.pretrained or "unknown"
+            taken = sum(1 for v in labels.values() if v == base or v.startswith(base + " ("))
+            labels[r.recipe] = base if not taken else f"{base} ({taken + 1})"
+    several = len(labels) > 1
+    out = [replace(r, method_tag=f"{r.method_tag} @{labels[r.recipe]}") if several else r for r in runs]
+    pretrained = {r.method_tag: labels[o.recipe] for r, o in zip(out, runs)}
+    note = [f"runs start from {len(labels)} pretraining recipes ({', '.join(labels.values())}); each row is "
+            f"tagged '@<recipe>' and scored against the retrain of its own recipe"] if several else []
+    return out, pretrained, note
 
 
 def score_seed(r: Run, index: RetrainIndex, metric: Metric) -> SeedResult:
@@ -276,11 +301,11 @@ def coverage_notes(runs: Sequence[Run], metric: Metric) -> list[str]:
 def build_report(runs: Sequence[Run], metric: Metric, *, root: str = "", filters: Filters | None = None,
                  no_aug: bool = False, skipped: Sequence[str] = ()) -> Report:
     """Pair every run with its retrain reference and aggregate per (method tag, forget set)."""
-    runs, notes = tag_start_models(runs)
+    runs, pretrained, notes = recipe_rows(runs)
     index = RetrainIndex(runs)
     cells = fill_cells(runs, index, metric)
     cols, rows, ref_rows = order_rows_and_columns(runs)
     notes = notes + index.notes + coverage_notes(runs, metric)
     r0 = runs[0]
     return Report(metric, r0.dataset, r0.arch, str(root), filters or Filters(), no_aug, cols, rows, cells,
-                  ref_rows, list(dict.fromkeys(notes)), list(skipped), len(runs))
+                  ref_rows, pretrained, list(dict.fromkeys(notes)), list(skipped), len(runs))

@@ -45,6 +45,7 @@ def filters_from_args(args: argparse.Namespace, given: Iterable[str]) -> Filters
         mem_proxy=None if args.mem_proxy is None else str(args.mem_proxy).lower(),
         num_forget=args.num_indexes_to_replace,
         group_index=args.group_index,
+        retrain=args.retrain,
     )
 
 

@@ -23,7 +23,8 @@ SEEDS = (1, 2, 3)
 
 
 def write_run(root, *, method, tag, forget_set, seed, acc, dataset="digits", arch="cnn_s", kind="mem",
-              level=None, proxy=None, n=60, sha=None, collapsed=False, group_index=None):
+              level=None, proxy=None, n=60, sha=None, collapsed=False, group_index=None, model_name=None,
+              start_recipe=None):
     retain, forget, test, mia = acc
     d = Path(root) / forget_set / tag / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
@@ -38,6 +39,10 @@ def write_run(root, *, method, tag, forget_set, seed, acc, dataset="digits", arc
         "unlearn_seconds": 1.0, "collapsed": collapsed, "pretrained": "ckpts/original/x", "sam": None,
         "hparams": {},
     }
+    if model_name is not None:
+        metrics["model_name"] = model_name
+    if start_recipe is not None:
+        metrics["start_recipe"] = start_recipe
     (d / "metrics.json").write_text(json.dumps(metrics))
     return d
 

@@ -16,11 +16,11 @@ def test_outputs_written(fake_root, tmp_path, capsys):
     analyse(fake_root, tmp_path, "--dataset", "digits", "--no_aug")
     out = capsys.readouterr().out
     md = (tmp_path / "tow.md").read_text()
-    assert md in out and "| method | mem-low_n60 | mem-mid_n60 | mem-high_n60 |" in md
-    assert "## Detail" in md and "| retrain | mem-high_n60 | 1, 2, 3 |" in md
+    assert md in out and "| method | pretrained | mem-low_n60 | mem-mid_n60 | mem-high_n60 |" in md
+    assert "## Detail" in md and "| retrain | unknown | mem-high_n60 | 1, 2, 3 |" in md
     lines = (tmp_path / "tow.csv").read_text().splitlines()
     header = lines[0].split(",")
-    assert header[:3] == ["method", "method_tag", "forget_set"] and "tow_mean" in header
+    assert header[:4] == ["method", "method_tag", "pretrained", "forget_set"] and "tow_mean" in header
     # 3 scored rows + 1 reference row, 3 forget sets each
     assert len(lines) == 1 + 4 * 3
     import csv

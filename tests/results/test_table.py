@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from results.render import cell_text
+from results.render import cell_text, render_markdown
 from results.runs import Filters, discover, select
 from results.table import METRICS, build_report
+from utils.errors import UserError
 from fake_runs import (FT_HIGH, FT_HIGH_TOW, FT_HIGH_TOW_MIA, RETRAIN_HIGH, analyse, cell, make_fake_runs,
                        write_run)
 
@@ -117,23 +118,57 @@ def test_column_order_kinds(tmp_path):
     assert cell_text(rep.cells[("FT", "random_n60")]) == "no retrain for seed(s) 1"
 
 
-def test_runs_from_two_pretrained_models_get_separate_rows(tmp_path):
-    """FT from an SGD- and from a SAM-pretrained model on the same forget set and seed are two
-    rows (tagged with the start model), both scored against the one retrain run."""
+SGD_RECIPE = {"key": {"optimizer": "sgd", "epochs": 8}, "label": "SGD"}
+SAM_RECIPE = {"key": {"optimizer": "sam-min_rho1_lamb1_adaptive", "epochs": 8}, "label": "SAM-min rho1 lamb1 adaptive"}
+
+
+def test_each_run_is_scored_against_the_retrain_of_its_own_pretraining_recipe(tmp_path):
+    """FT from an SGD- and from a SAM-pretrained model on the same forget set and seed: two rows,
+    each scored against the retrain of its own recipe (DESIGN.md §7.2), by hand:
+    SGD: FT (0.98, 0.30, 0.85) vs retrain (1.00, 0.10, 0.90): 0.80 * 0.98 * 0.95 = 0.7448;
+    SAM: FT (1.00, 0.10, 0.90) vs retrain (1.00, 0.12, 0.90): 0.98 * 1 * 1 = 0.98.
+    A recipe without a retrain gets no score, and the cell says why."""
     fs = "digits_mem-high_n60"
-    write_run(tmp_path, method="retrain", tag="retrain", forget_set=fs, seed=1, acc=RETRAIN_HIGH[1], level="high")
-    for model, acc in (("sgd_model", FT_HIGH[1]), ("sam_model", (1.00, 0.10, 0.90, 0.80))):
-        d = write_run(tmp_path / model, method="FT", tag="FT_lr0.01_ep10_sgd", forget_set=fs, seed=1, acc=acc,
-                      level="high")
-        m = json.loads((d / "metrics.json").read_text())
-        m["model_name"] = model
-        (d / "metrics.json").write_text(json.dumps(m))
+    write_run(tmp_path / "sgd", method="retrain", tag="retrain_lr0.1_ep8", forget_set=fs, seed=1,
+              acc=RETRAIN_HIGH[1], level="high", model_name="sgd_model", start_recipe=SGD_RECIPE)
+    write_run(tmp_path / "sam", method="retrain", tag="retrain_lr0.1_ep8_sam", forget_set=fs, seed=1,
+              acc=(1.00, 0.12, 0.90, 0.78), level="high", model_name="sam_model", start_recipe=SAM_RECIPE)
+    other = {"key": {"optimizer": "sgd", "epochs": 8, "weight_decay": 0}, "label": "SGD wd0"}
+    for d, acc, rec in (("sgd", FT_HIGH[1], SGD_RECIPE), ("sam", (1.00, 0.10, 0.90, 0.80), SAM_RECIPE),
+                        ("wd0", FT_HIGH[1], other)):
+        write_run(tmp_path / d, method="FT", tag="FT_lr0.01_ep10_sgd", forget_set=fs, seed=1, acc=acc, level="high",
+                  model_name=f"{d}_model", start_recipe=rec)
     runs, _ = discover(tmp_path)
     rep = build_report(runs, METRICS["tow"])
     tags = sorted(t for t, _ in rep.rows)
-    assert tags == ["FT_lr0.01_ep10_sgd @sam_model", "FT_lr0.01_ep10_sgd @sgd_model"]
-    sam_cell = next(c for (t, _), c in rep.cells.items() if t.endswith("@sam_model"))
-    assert sam_cell.results[0].value == pytest.approx(1.0)  # identical to retrain on all three terms
+    assert tags == ["FT_lr0.01_ep10_sgd @SAM-min rho1 lamb1 adaptive", "FT_lr0.01_ep10_sgd @SGD",
+                    "FT_lr0.01_ep10_sgd @SGD wd0"]
+    col = "mem-high_n60"
+    sgd = rep.cells[("FT_lr0.01_ep10_sgd @SGD", col)]
+    sam = rep.cells[("FT_lr0.01_ep10_sgd @SAM-min rho1 lamb1 adaptive", col)]
+    assert sgd.results[0].value == pytest.approx(0.7448) and sgd.results[0].retrain.pretrained == "SGD"
+    assert sam.results[0].value == pytest.approx(0.98) and sam.results[0].retrain.method_tag.startswith("retrain_lr0.1_ep8_sam")
+    wd0 = rep.cells[("FT_lr0.01_ep10_sgd @SGD wd0", col)]
+    assert wd0.results[0].value is None and any("no retrain for the pretraining recipe SGD wd0" in n for n in wd0.notes)
+    assert rep.pretrained["FT_lr0.01_ep10_sgd @SGD"] == "SGD"
+    md = render_markdown(rep)
+    assert "| FT_lr0.01_ep10_sgd @SGD | SGD | 0.745 (1 seed, no interval) |" in md
+
+
+def test_several_matching_retrains_are_refused_and_retrain_picks_one(tmp_path):
+    fs = "digits_mem-high_n60"
+    for tag, acc in (("retrain_lr0.1_ep8", RETRAIN_HIGH[1]), ("retrain_lr0.1_ep30", (0.98, 0.30, 0.85, 0.5))):
+        write_run(tmp_path / tag, method="retrain", tag=tag, forget_set=fs, seed=1, acc=acc, level="high",
+                  model_name="sgd_model", start_recipe=SGD_RECIPE)
+    write_run(tmp_path / "ft", method="FT", tag="FT_lr0.01_ep10_sgd", forget_set=fs, seed=1, acc=FT_HIGH[1],
+              level="high", model_name="sgd_model", start_recipe=SGD_RECIPE)
+    runs, _ = discover(tmp_path)
+    with pytest.raises(UserError, match=r"2 retrain runs match \(retrain_lr0.1_ep30, retrain_lr0.1_ep8\); "
+                                        r"choose the reference with --retrain TAG"):
+        build_report(runs, METRICS["tow"])
+    rep = build_report(select(runs, Filters(retrain="retrain_lr0.1_ep30")), METRICS["tow"])
+    cell = rep.cells[("FT_lr0.01_ep10_sgd", "mem-high_n60")]
+    assert cell.results[0].value == pytest.approx(1.0)  # FT equals that retrain on FA, RA and TA
 
 
 def test_seeds_of_one_pretraining_recipe_aggregate_in_one_row(tmp_path):
