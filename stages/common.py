@@ -26,6 +26,7 @@ import unlearn
 from unlearn.base import UnlearnConfig, UnlearnTask
 from utils.data import ImageData
 from utils.errors import UserError
+from utils.lock import is_held
 from utils.rundir import is_complete, save_model, write_metrics, write_outputs
 
 
@@ -67,6 +68,19 @@ def finished_run(run_dir: Path, args: argparse.Namespace, prog: str, groups: Seq
         raise UserError(f"{run_dir} holds a finished run of {what}; pass --overwrite to replace it")
     print(f"{prog}: {run_dir} already holds this finished run; nothing to do (--overwrite recomputes it)")
     return True
+
+
+def refuse_other_unfinished(run_dir: Path, candidates: Sequence[Path], what: str) -> None:
+    """``--resume`` finds no checkpoint in ``run_dir`` while one of ``candidates`` (runs of the same
+    kind) was killed unfinished (a checkpoint, no metrics.json, no live writer): it was started with
+    other settings, so resuming cannot mean this run and starting afresh is not what was asked.
+    Refused in one line naming it. Runs in progress (their lock held) are not candidates."""
+    others = sorted(c for c in candidates if Path(c) != Path(run_dir) and (Path(c) / CHECKPOINT).is_file()
+                    and not is_complete(Path(c)) and not is_held(c))
+    if others:
+        raise UserError(f"--resume: there is no unfinished {what} of these settings ({run_dir}), but {others[0]} "
+                        f"is an unfinished {what} of other settings; resume it with its own flags, or drop "
+                        f"--resume to start this one")
 
 
 class Diverged(Exception):

@@ -31,7 +31,8 @@ from forget_sets.file import ForgetSet, sha256_file
 from forget_sets.kinds import ForgetPlan, ForgetSpec, plan_forget_set
 from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from stages import configs
-from stages.common import FORGET_GROUPS, finish_run, finished_run, main_of, run_timed, start_model, unlearn_metrics
+from stages.common import (FORGET_GROUPS, finish_run, finished_run, main_of, refuse_other_unfinished, run_timed,
+                           start_model, unlearn_metrics)
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import embed
@@ -221,6 +222,8 @@ def _check_run_dir(args: argparse.Namespace, run_dir: Path, retrain: bool) -> No
     if (run_dir / CHECKPOINT).is_file() and not (args.overwrite or (args.resume and retrain)):
         raise UserError(f"{run_dir} holds an unfinished retrain; pass --resume to continue it or --overwrite "
                         f"to restart")
+    if args.resume and retrain and not (run_dir / CHECKPOINT).is_file():
+        refuse_other_unfinished(run_dir, list(run_dir.parent.parent.glob(f"retrain*/{run_dir.name}")), "retrain")
     check_writable(run_dir, "--ckpts")
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from memorization.learning_events import LearningEvents
 from models import build_for
-from stages.common import finished_run
+from stages.common import finished_run, refuse_other_unfinished
 from stages.configs import device, pretrain_dir, pretrain_identity, pretrain_name, pretrain_recipe, train_seed
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
@@ -52,10 +52,26 @@ def run_dir_of(args: argparse.Namespace) -> Path:
     if not (run_dir / CHECKPOINT).is_file():
         if args.checkpoint:
             raise UserError(f"--checkpoint: no checkpoint to resume from at {run_dir / CHECKPOINT}")
+        refuse_other_unfinished(run_dir, _same_model_runs(args, run_dir.parent), "pretraining")
         print(f"main_train.py: --resume: no checkpoint at {run_dir / CHECKPOINT} (killed before its first epoch "
               f"ended, or never started): starting from the beginning")
         args.resume = False
     return run_dir
+
+
+def _same_model_runs(args: argparse.Namespace, root: Path) -> list[Path]:
+    """Run directories under ``root`` of the same dataset, architecture, optimizer and seed (other
+    settings may differ): what a ``--resume`` with changed flags would have meant to continue."""
+    want = {k: v for k, v in pretrain_identity(args).items() if k in ("dataset", "arch", "optimizer", "seed")}
+    out = []
+    for d in (p for p in root.iterdir() if p.is_dir()) if root.is_dir() else ():
+        try:
+            ident = json.loads((d / "config.json").read_text()).get("identity") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if all(ident.get(k) == v for k, v in want.items()):
+            out.append(d)
+    return out
 
 
 def _run_name_in(run_dir: Path) -> str | None:

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from unlearn import METHODS, step_methods

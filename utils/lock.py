@@ -40,6 +40,14 @@ def _holder(path: Path) -> tuple[int, str] | None:
         return None
 
 
+def is_held(run_dir: str | Path) -> bool:
+    """Whether a live writer (or one on another host, which cannot be checked) holds the lock."""
+    holder = _holder(lock_path(run_dir))
+    if holder is None:
+        return lock_path(run_dir).exists()
+    return holder[1] != socket.gethostname() or _alive(holder[0])
+
+
 def acquire(run_dir: str | Path) -> Path:
     """Take the lock of ``run_dir`` (its parent is created); a live holder is a :class:`UserError`."""
     path = lock_path(run_dir)
