@@ -74,7 +74,11 @@ for mem in low mid high mix; do
   stage "s$SEED-$mem-RL_og"    $PY main_random.py --unlearn RL_og "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 5
   stage "s$SEED-$mem-MinMax"   $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
                           --sam min --rho 1.0 --lamb 1 --adaptive --separate min max --path "$OUT/masks/s$SEED-$mem/mask_largest_0.5.pt"
-  # Sharp MinMax again, from the SAM-pretrained model (the sharp-unlearn paper's combination)
+  # Sharp MinMax again, from the SAM-pretrained model (the sharp-unlearn paper's combination), with
+  # its own reference: a retrain with the SAM model's recipe (taken from it: --mask)
+  resumable "s$SEED-$mem-retrain-SAMpre" $PY main_forget.py --unlearn retrain "${F[@]}" --unlearn_epochs 15 \
+                          --unlearn_lr 0.1 --mask "$SAM_MODEL"
+  stage "s$SEED-$mem-original-SAMpre" $PY main_forget.py --unlearn original "${F[@]}" --mask "$SAM_MODEL"
   stage "s$SEED-$mem-mask-SAMpre" $PY generate_mask.py --save "$OUT/masks/s$SEED-$mem-sampre" "${F[@]}" --mask "$SAM_MODEL" --mask_ratio 0.5
   stage "s$SEED-$mem-MinMax-SAMpre" $PY main_forget.py --unlearn NG "${F[@]}" --unlearn_lr 0.01 --unlearn_epochs 3 --alpha 0.99 \
                           --sam min --rho 1.0 --lamb 1 --adaptive --separate min max \

@@ -296,3 +296,26 @@ def test_a_rerun_compares_only_the_flags_pretraining_reads(tmp_path, monkeypatch
     assert code == 0 and "already holds this finished run" in out
     code, out, err = run_cli(main_train, [*RESUME_BASE, "--weight_decay", "0"], monkeypatch, capsys, tmp_path)
     assert code == 0 and "already holds" not in out and out.rstrip().endswith("_wd0"), out
+
+
+@pytest.mark.parametrize("dataset", ["cifar100", "cifar10"])
+def test_cifar_pretraining_records_its_augmentation(cifar_data, tmp_path, monkeypatch, capsys, dataset):
+    """A CIFAR-100 run records RandAugment(2, 15) after crop and flip in its config.json (and trains
+    with it); CIFAR-10 records crop and flip only; --no_aug records none."""
+    root, _ = cifar_data
+    argv = ["--dataset", dataset, "--data", str(root), "--arch", "resnet20s", "--epochs", "1", "--batch_size", "50"]
+    for extra in ([], ["--no_aug"]):
+        code, out, err = run_cli(main_train, argv + extra, monkeypatch, capsys, tmp_path)
+        assert code == 0, err
+        (run,) = [d for d in (tmp_path / "ckpts" / "original").iterdir() if d.name.endswith("noaug") == bool(extra)]
+        cfg = json.loads((run / "config.json").read_text())
+        if extra:
+            assert cfg["augmentation"] is None and cfg["identity"]["augment"] is False
+            continue
+        aug = cfg["augmentation"]
+        assert aug["random_crop_padding"] == 4 and aug["horizontal_flip"] is True
+        if dataset == "cifar100":
+            assert aug["randaugment"] == {"num_ops": 2, "magnitude": 15, "num_magnitude_bins": 31,
+                                          "interpolation": "nearest", "fill": 0}
+        else:
+            assert aug["randaugment"] is None
