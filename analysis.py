@@ -6,10 +6,10 @@
     python analysis.py --runs ckpts/unlearn --out ckpts/analysis --dataset digits
     python analysis.py --es --dataset digits --arch cnn_s --forget_set ckpts/forget_sets/X.npz [--mask RUN]
 
-ToW = (1-|FA_u-FA_r|)(1-|RA_u-RA_r|)(1-|TA_u-TA_r|) of each run against the retrain run of the same
-forget set and seed; mean and 95% Student-t interval over seeds per method tag and forget set.
-Writes tow.md, tow.csv, tow.json (and tow.png with matplotlib) under --out (default ckpts/analysis).
---dataset/--arch filter only when given; --no_aug is accepted and has no effect. See stages/analysis.py.
+ToW of each run against the retrain of the same forget set, seed and start-model recipe; mean and 95%
+Student-t interval over seeds per row (method, hyperparameters, start model) and forget set. Writes
+tow.md/.csv/_runs.csv/.json/.tex (with matplotlib tow.png/.pdf, forget_by_mem.png/.pdf) under --out;
+--select random picks each method's hyperparameters on random forget sets. See stages/analysis.py.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 
 ToW-MIA = (1-|MIA_u-MIA_r|)(1-|RA_u-RA_r|)(1-|TA_u-TA_r|), MIA = the confidence attack's
 MIA-efficacy, against the retrain run of the same forget set and seed; mean and 95% Student-t
-interval over seeds. Writes tow_mia.md, tow_mia.csv, tow_mia.json (and tow_mia.png) under --out.
+interval over seeds. Writes tow_mia.md/.csv/_runs.csv/.json/.tex (and tow_mia.png/.pdf) under --out.
 Same flags as analysis.py; see stages/analysis.py.
 """
 from __future__ import annotations

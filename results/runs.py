@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,6 +26,7 @@ __all__ = ["ORIGINAL", "MIA_ATTACK", "Run", "column_label", "load_run", "discove
 
 ORIGINAL = ("original", "raw")
 MIA_ATTACK = "confidence"
+RUM_KEYS = ("grouping", "proxy", "shuffle", "groups")
 REQUIRED = ("method", "method_tag", "dataset", "arch", "seed", "forget_set", "accuracy")
 
 
@@ -52,6 +53,11 @@ class Run:
     model_name: str | None = None  # the start model's run name (SGD vs SAM pretraining, ...)
     recipe: str | None = None  # the start model's pretraining recipe (canonical JSON): the retrain pairing key
     pretrained: str | None = None  # its label: SGD, SAM-min rho1 lamb1 adaptive, ...
+    hparams: dict[str, Any] = field(default_factory=dict)  # metrics.json "hparams"
+    sam: dict[str, Any] | None = None  # metrics.json "sam": SAM during unlearning (Sharp MinMax: "separate")
+    rum: dict[str, Any] | None = None  # RUM's grouping: grouping, proxy, shuffle, groups
+    forget_set_file: str | None = None
+    row: str | None = None  # the table row (results.table.recipe_rows): method tag [+ " @<recipe>"]
 
     @property
     def is_retrain(self) -> bool:
@@ -141,6 +147,10 @@ def load_run(path: Path) -> Run:
                  if not isinstance(v, (dict, list))},
             collapsed=bool(m.get("collapsed", False)),
             model_name=_opt_str(m.get("model_name")),
+            hparams=dict(m.get("hparams") or {}) if isinstance(m.get("hparams"), dict) else {},
+            sam=m["sam"] if isinstance(m.get("sam"), dict) else None,
+            rum={k: m["rum"].get(k) for k in RUM_KEYS} if isinstance(m.get("rum"), dict) else None,
+            forget_set_file=_opt_str(m.get("forget_set_file")),
             **_recipe_of(m),
         )
     except (TypeError, ValueError) as e:

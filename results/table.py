@@ -6,12 +6,14 @@
    SGD-pretrained model is compared with the SGD-recipe retrain, a SAM-pretrained one with the
    SAM-recipe retrain. No matching retrain: the cell says so. Several: refused, naming them and
    ``--retrain TAG``, which picks one.
-2. **Aggregation.** Per (method tag, forget set): mean over seeds and the half-width of the 95%
-   Student-t interval (:func:`evaluation.metrics.mean_ci`). Forget sets whose name carries a seed
-   (random, class, shuffled) are pooled over seeds into one column, named without the seed.
-   Runs from several pretraining recipes (SGD vs SAM, ...) get one row per method and recipe
-   (``<tag> @<recipe>``, and the ``pretrained`` column names the recipe); the seed is not part of
-   the recipe, so seeds still aggregate in one row.
+2. **Aggregation.** Per (row, forget set): mean over seeds and the half-width of the 95%
+   Student-t interval (:func:`evaluation.metrics.mean_ci`). A row is one method tag (method and
+   hyperparameters) from one pretraining recipe (:func:`recipe_rows`); the seed is not part of
+   the recipe, so seeds aggregate in one row. Forget sets whose name carries a seed (random,
+   class, shuffled) are pooled over seeds into one column, named without the seed.
+3. **Labels.** Each row is labelled with its method's paper name and the hyperparameters that
+   differ among that method's rows (:mod:`results.labels`); columns are ordered low, mid, high,
+   mix, then the other kinds, each headed with the number of distinct forget examples.
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from evaluation.metrics import mean_ci, tow, tow_mia
-from results.runs import ORIGINAL, Filters, Run
+from results.labels import RowSpec, common_hparams, display_name, label_rows, method_rank, run_hparams
+from results.runs import Filters, Run
 from utils.errors import UserError
 
 __all__ = ["CONFIDENCE", "LEVEL_ORDER", "KIND_ORDER", "Metric", "METRICS", "Column", "SeedResult", "Cell",
-           "Report", "RetrainIndex", "recipe_rows", "fill_cells", "order_rows_and_columns",
-           "coverage_notes", "build_report"]
+           "RowInfo", "Report", "RetrainIndex", "recipe_rows", "fill_cells", "order_rows_and_columns",
+           "row_info", "coverage_notes", "build_report", "nominal_size"]
 
 CONFIDENCE = 0.95
 LEVEL_ORDER = {"low": 0, "mid": 1, "high": 2, "mix": 3}
@@ -68,11 +71,13 @@ class Column:
     mem_proxy: str | None
     group_index: int | None  # ES group
     num_forget: int | None
+    sizes: tuple[int, ...] = ()  # the distinct num_forget of its runs (a mix may hold fewer than n)
+    header: str = ""  # the table header: "mix (n=77)"
 
     def sort_key(self) -> tuple:
         group = self.group_index if self.group_index is not None else -2
         return (KIND_ORDER.get(self.kind or "", len(KIND_ORDER)), self.kind or "", self.mem_proxy or "",
-                self.num_forget or 0, "shuffle" in self.key.split("_"),
+                nominal_size(self.key) or self.num_forget or 0, "shuffle" in self.key.split("_"),
                 LEVEL_ORDER.get(self.mem_level or "", len(LEVEL_ORDER)),
                 group if group >= 0 else 10 ** 9, self.key)
 
@@ -90,6 +95,31 @@ class Column:
         rest = [p for p in self.key.split("_") if not re.fullmatch(r"(mem|proxy)-.*", p)]
         return fam + (f" ({' '.join(rest)})" if rest else "")
 
+    def short(self) -> str:
+        """The header without its size: the level of a mem set, ``<proxy> <level>``, ``random``, ..."""
+        parts = [p for p in self.key.split("_") if not re.fullmatch(r"n\d+", p)]
+        if self.kind in ("mem", "proxy") and self.mem_level:
+            head = self.mem_level if self.kind == "mem" else f"{self.mem_proxy} {self.mem_level}"
+            rest = [p for p in parts if not re.fullmatch(r"(mem|proxy)-.*", p)]
+            return " ".join([head, *rest])
+        return " ".join(parts) or self.key
+
+
+def nominal_size(key: str) -> int | None:
+    """The ``n`` of a forget-set name (``mem-mix_n90`` -> 90): the size asked for."""
+    m = re.search(r"(?:^|_)n(\d+)(?:_|$)", key)
+    return int(m.group(1)) if m else None
+
+
+def _headers(cols: Sequence[Column]) -> None:
+    """``<short> (n=77)``; the full key instead of the short name where two would read alike."""
+    shorts = [c.short() for c in cols]
+    for c, short in zip(cols, shorts):
+        base = short if shorts.count(short) == 1 else c.key
+        sizes = sorted(c.sizes) or ([c.num_forget] if c.num_forget is not None else [])
+        n = "" if not sizes else f" (n={sizes[0]})" if len(sizes) == 1 else f" (n={sizes[0]}–{sizes[-1]})"
+        c.header = base + n
+
 
 @dataclass
 class SeedResult:
@@ -104,7 +134,7 @@ class SeedResult:
 class Cell:
     """One (method tag, forget set) cell: the per-seed scores and their mean and interval."""
 
-    row: str  # method tag
+    row: str  # the row id (method tag, plus " @<recipe>" when the runs start from several recipes)
     method: str
     column: str  # Column.key
     results: list[SeedResult] = field(default_factory=list)  # sorted by seed
@@ -144,6 +174,21 @@ class Cell:
 
 
 @dataclass
+class RowInfo:
+    """One row: a method tag from one pretraining recipe, its hyperparameters and label."""
+
+    row: str
+    method: str
+    method_tag: str
+    pretrained: str
+    recipe: str | None
+    name: str  # the method's paper name
+    hparams: dict
+    label: str = ""
+    hidden: list[str] = field(default_factory=list)  # differing hyperparameters the label leaves out
+
+
+@dataclass
 class Report:
     metric: Metric
     dataset: str
@@ -159,6 +204,19 @@ class Report:
     notes: list[str]
     skipped: list[str]  # metrics.json files that are not unlearning runs
     n_runs: int
+    info: dict[str, RowInfo] = field(default_factory=dict)  # row -> its method, hyperparameters, label
+    shared: dict[str, list[str]] = field(default_factory=dict)  # paper name -> hyperparameters all its rows share
+    selection: dict | None = None  # --select: what was chosen and why (results.select)
+
+    def label(self, row: str) -> str:
+        info = self.info.get(row)
+        return info.label if info is not None and info.label else row
+
+    @property
+    def single_seed(self) -> bool:
+        """Every scored cell of the table has one seed (no interval anywhere)."""
+        ns = [len(c.values) for c in self.cells.values() if c.method.lower() != "retrain" and c.values]
+        return bool(ns) and max(ns) == 1
 
 
 class RetrainIndex:
@@ -208,9 +266,9 @@ class RetrainIndex:
 
 
 def recipe_rows(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str], list[str]]:
-    """One row per method tag and pretraining recipe: when the runs start from several recipes,
-    each run's row becomes ``<tag> @<recipe label>``. Returns the runs, ``row -> recipe label``
-    and a note."""
+    """One row per method tag and pretraining recipe: each run's ``row`` is its method tag, plus
+    `` @<recipe label>`` when the runs start from several recipes. Returns the runs,
+    ``row -> recipe label`` and a note."""
     labels: dict[str | None, str] = {}
     for r in runs:
         if r.recipe not in labels:
@@ -218,10 +276,10 @@ def recipe_rows(runs: Sequence[Run]) -> tuple[list[Run], dict[str, str], list[st
             taken = sum(1 for v in labels.values() if v == base or v.startswith(base + " ("))
             labels[r.recipe] = base if not taken else f"{base} ({taken + 1})"
     several = len(labels) > 1
-    out = [replace(r, method_tag=f"{r.method_tag} @{labels[r.recipe]}") if several else r for r in runs]
-    pretrained = {r.method_tag: labels[o.recipe] for r, o in zip(out, runs)}
+    out = [replace(r, row=f"{r.method_tag} @{labels[r.recipe]}" if several else r.method_tag) for r in runs]
+    pretrained = {r.row: labels[r.recipe] for r in out}
     note = [f"runs start from {len(labels)} pretraining recipes ({', '.join(labels.values())}); each row is "
-            f"tagged '@<recipe>' and scored against the retrain of its own recipe"] if several else []
+            f"scored against the retrain of its own recipe (the pretrained column)"] if several else []
     return out, pretrained, note
 
 
@@ -244,7 +302,8 @@ def fill_cells(runs: Sequence[Run], index: RetrainIndex, metric: Metric) -> dict
     then the mean and interval over seeds. A second run of one seed in a cell is noted, not used."""
     cells: dict[tuple[str, str], Cell] = {}
     for r in runs:
-        cell = cells.setdefault((r.method_tag, r.column), Cell(r.method_tag, r.method, r.column))
+        row = r.row or r.method_tag
+        cell = cells.setdefault((row, r.column), Cell(row, r.method, r.column))
         dup = [s for s in cell.results if s.seed == r.seed]
         if dup:
             cell.notes.append(f"seed {r.seed}: two runs ({dup[0].run.path}, {r.path}); used the first")
@@ -260,31 +319,54 @@ def fill_cells(runs: Sequence[Run], index: RetrainIndex, metric: Metric) -> dict
     return cells
 
 
-def _row_rank(method: str) -> int:
-    m = method.lower()
-    if m in ORIGINAL:
-        return 0
-    if m == "rum":
-        return 2
-    return 1
-
-
 def order_rows_and_columns(runs: Sequence[Run]) -> tuple[list[Column], list[tuple[str, str]],
                                                           list[tuple[str, str]]]:
-    """``(columns, rows, reference rows)``: columns by kind, size and level; rows (method tag,
-    method) with the original model first and RUM last; the retrain rows apart, by tag."""
+    """``(columns, rows, reference rows)``: columns by kind, size and level (low, mid, high, mix),
+    each with its header; rows (row id, method) with the original model first, then the registry's
+    order, RUM last, a method's start models together (SGD first); the retrain rows apart."""
     columns: dict[str, Column] = {}
-    rows: dict[str, str] = {}
-    ref_rows: dict[str, str] = {}
+    sizes: dict[str, set[int]] = {}
+    rows: dict[str, Run] = {}
+    ref_rows: dict[str, Run] = {}
     for r in runs:
         col = r.column
         if col not in columns:
             columns[col] = Column(col, r.kind, (r.mem_level or None) and r.mem_level.lower(),
                                   r.mem_proxy, r.group_index, r.num_forget)
-        (ref_rows if r.is_retrain else rows).setdefault(r.method_tag, r.method)
+        if r.num_forget is not None:
+            sizes.setdefault(col, set()).add(r.num_forget)
+        (ref_rows if r.is_retrain else rows).setdefault(r.row or r.method_tag, r)
+    for key, c in columns.items():
+        c.sizes = tuple(sorted(sizes.get(key, ())))
     cols = sorted(columns.values(), key=Column.sort_key)
-    row_list = sorted(rows.items(), key=lambda kv: (_row_rank(kv[1]), kv[1].lower(), kv[0]))
-    return cols, row_list, sorted(ref_rows.items())
+    _headers(cols)
+
+    def order(kv: tuple[str, Run]) -> tuple:
+        r = kv[1]
+        name = display_name(r.method, r.hparams)
+        return (method_rank(r.method), name, r.method_tag, r.pretrained != "SGD", str(r.pretrained), kv[0])
+
+    row_list = [(k, r.method) for k, r in sorted(rows.items(), key=order)]
+    return cols, row_list, [(k, r.method) for k, r in sorted(ref_rows.items(), key=order)]
+
+
+def row_info(runs: Sequence[Run], pretrained: dict[str, str]) -> tuple[dict[str, RowInfo], dict[str, list[str]]]:
+    """Every row's hyperparameters (those all its runs agree on) and label, and the hyperparameters
+    each method's rows share (:func:`results.labels.label_rows`)."""
+    by_row: dict[str, list[Run]] = {}
+    for r in runs:
+        by_row.setdefault(r.row or r.method_tag, []).append(r)
+    info: dict[str, RowInfo] = {}
+    for row, rs in by_row.items():
+        r0 = rs[0]
+        hp = common_hparams([run_hparams(r.method, r.hparams, r.sam, r.rum) for r in rs])
+        info[row] = RowInfo(row, r0.method, r0.method_tag, pretrained.get(row, ""), r0.recipe,
+                            display_name(r0.method, r0.hparams), hp)
+    labels = label_rows([RowSpec(i.row, i.name, i.pretrained, i.hparams, i.method_tag) for i in info.values()])
+    for row, i in info.items():
+        i.label = labels.labels[row]
+        i.hidden = labels.hidden.get(row, [])
+    return info, labels.shared
 
 
 def coverage_notes(runs: Sequence[Run], metric: Metric) -> list[str]:
@@ -300,12 +382,13 @@ def coverage_notes(runs: Sequence[Run], metric: Metric) -> list[str]:
 
 def build_report(runs: Sequence[Run], metric: Metric, *, root: str = "", filters: Filters | None = None,
                  no_aug: bool = False, skipped: Sequence[str] = ()) -> Report:
-    """Pair every run with its retrain reference and aggregate per (method tag, forget set)."""
+    """Pair every run with its retrain reference and aggregate per (row, forget set)."""
     runs, pretrained, notes = recipe_rows(runs)
     index = RetrainIndex(runs)
     cells = fill_cells(runs, index, metric)
     cols, rows, ref_rows = order_rows_and_columns(runs)
+    info, shared = row_info(runs, pretrained)
     notes = notes + index.notes + coverage_notes(runs, metric)
     r0 = runs[0]
     return Report(metric, r0.dataset, r0.arch, str(root), filters or Filters(), no_aug, cols, rows, cells,
-                  ref_rows, pretrained, list(dict.fromkeys(notes)), list(skipped), len(runs))
+                  ref_rows, pretrained, list(dict.fromkeys(notes)), list(skipped), len(runs), info, shared)

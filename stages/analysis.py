@@ -4,9 +4,11 @@ Flags choose the runs (``--runs``, default ``<ckpts>/unlearn``) and the table's 
 ``--unlearn``, ``--mem``, ``--mem_proxy``, ``--num_indexes_to_replace``, ``--group_index``.
 ``--dataset`` and ``--arch`` filter only when given on the command line: the parser's defaults
 (cifar10, resnet18) would otherwise hide every other run. The tables go to ``--out`` (default
-``<ckpts>/analysis``) as ``<metric>.md``, ``.csv``, ``.json`` and, with matplotlib, ``.png``.
-``analysis.py --es`` computes the entanglement score of a forget set instead
-(:mod:`stages.entanglement`).
+``<ckpts>/analysis``) as ``<metric>.md``, ``.csv``, ``_runs.csv``, ``.json``, ``.tex`` and, with
+matplotlib, the figure ``<metric>.png`` / ``.pdf`` (and for ``analysis.py`` the forget accuracy and
+MIA-efficacy by memorization score, ``forget_by_mem.png`` / ``.pdf`` / ``.json``). ``--select
+random`` keeps one setting per method and start model (:mod:`results.select`). ``analysis.py
+--es`` computes the entanglement score of a forget set instead (:mod:`stages.entanglement`).
 """
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from arg_parser import given_flags, parse_args
-from results.render import plot, render_csv, render_markdown, report_json
+from results.export import render_csv, render_runs_csv
+from results.latex import render_latex
+from results.render import render_markdown, report_json
 from results.runs import Filters, Run, check_single, describe, discover, select
+from results.select import select_rows
 from results.table import METRICS, Report, build_report
 from utils.errors import UserError
 from utils.io import atomic_write_bytes, atomic_write_json
@@ -65,13 +70,20 @@ def run(args: argparse.Namespace, metric: str = "tow", *, given: Iterable[str] =
     runs, skipped = _discover(root, prog)
     filters = filters_from_args(args, given)
     selected = _select(runs, filters, root)
+    selection = None
+    if args.select:
+        pool = select(runs, Filters(dataset=selected[0].dataset, arch=selected[0].arch, unlearn=filters.unlearn,
+                                    retrain=filters.retrain))
+        selected, selection = select_rows(selected, pool, m, args.select)
     rep = build_report(selected, m, root=str(root), filters=filters, no_aug=args.no_aug, skipped=skipped)
+    rep.selection = selection
     md = render_markdown(rep)
     print(md, end="")
     for n in rep.notes:
         if n.startswith("no retrain runs"):
             print(f"{prog}: warning: {n}", file=sys.stderr)
-    written = _write(rep, md, out_dir / m.name, prog)
+    written = _write(rep, md, out_dir / m.name)
+    written += _figures(rep, out_dir, m.name, [args.ckpts, root.parent], prog)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -98,18 +110,41 @@ def _select(runs: list[Run], filters: Filters, root: Path) -> list[Run]:
     return selected
 
 
-def _write(rep: Report, md: str, stem: Path, prog: str) -> list[Path]:
-    """``<stem>.md``, ``.csv``, ``.json`` and (with matplotlib) ``.png``; the paths written."""
+def _write(rep: Report, md: str, stem: Path) -> list[Path]:
+    """``<stem>.md``, ``.csv``, ``_runs.csv``, ``.json`` and ``.tex``; the paths written."""
+    files = {stem.with_suffix(".md"): md, stem.with_suffix(".csv"): render_csv(rep),
+             stem.parent / f"{stem.name}_runs.csv": render_runs_csv(rep), stem.with_suffix(".tex"): render_latex(rep)}
     try:
-        atomic_write_bytes(stem.with_suffix(".md"), md.encode())
-        atomic_write_bytes(stem.with_suffix(".csv"), render_csv(rep).encode())
+        for path, text in files.items():
+            atomic_write_bytes(path, text.encode())
         atomic_write_json(stem.with_suffix(".json"), report_json(rep))
     except OSError as e:
         raise UserError(f"--out {stem.parent}: cannot write the tables ({e.strerror or e})") from None
-    written = [stem.with_suffix(s) for s in (".md", ".csv", ".json")]
+    return list(files) + [stem.with_suffix(".json")]
+
+
+def _figures(rep: Report, out_dir: Path, name: str, ckpts: list, prog: str) -> list[Path]:
+    """The figures (matplotlib optional: without it one note line); ``analysis.py`` adds the
+    forget accuracy and MIA-efficacy by memorization score (skipped, with a note, without scores)."""
     try:
-        if plot(rep, stem.with_suffix(".png")):
-            written.append(stem.with_suffix(".png"))
+        import matplotlib  # noqa: F401
     except ImportError:
-        print(f"{prog}: note: matplotlib is not installed; no plot (pip install matplotlib)", file=sys.stderr)
+        print(f"{prog}: note: matplotlib is not installed; no figures (pip install matplotlib)", file=sys.stderr)
+        return []
+    from results.figures import plot_levels, plot_mem_bins
+    from results.membins import mem_bins
+
+    written = plot_levels(rep, out_dir / name)
+    if name != "tow" or not rep.rows:
+        return written
+    bins = mem_bins(rep, [c for c in ckpts if c is not None])
+    if bins.notes:  # one line: the first reason, and how many more (all in forget_by_mem.json)
+        more = f" (and {len(bins.notes) - 1} more)" if len(bins.notes) > 1 else ""
+        print(f"{prog}: note: forget_by_mem: {bins.notes[0]}{more}", file=sys.stderr)
+    if bins.curves:
+        atomic_write_json(out_dir / "forget_by_mem.json", bins.as_json())
+        written += [out_dir / "forget_by_mem.json"]
+        written += plot_mem_bins(bins, out_dir / "forget_by_mem", title=f"{rep.dataset} / {rep.arch}")
+    else:
+        print(f"{prog}: note: no forget_by_mem figure: no run with outputs.npz and memorization scores", file=sys.stderr)
     return written

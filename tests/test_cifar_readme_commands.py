@@ -325,7 +325,7 @@ def test_s4_analysis(readme, name, stem):
     r = _ok(readme, name)
     out = work / "ckpts" / "analysis"
     assert all((out / f"{stem}{s}").is_file() for s in (".md", ".csv", ".json"))
-    assert "FT_lr0.01_ep1_sgd" in r.stdout
+    assert "| FT |" in r.stdout  # the row label: the method's paper name
     rows = list(csv.DictReader((out / f"{stem}.csv").open()))
     ft = [row for row in rows if row["method_tag"] == "FT_lr0.01_ep1_sgd"]
     assert len(ft) == 1 and ft[0]["mem_proxy"] == "confidence" and ft[0]["mem_level"] == "high"

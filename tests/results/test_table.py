@@ -77,7 +77,23 @@ def test_one_seed_has_no_interval(tmp_path):
                   acc=(1.0, 0.9, 0.9, 0.3) if method == "retrain" else (1.0, 0.8, 0.9, 0.3), level="low")
     js = analyse(root, tmp_path / "out")
     c = cell(js, "FT", "mem-low_n60")
-    assert c["half_width"] is None and c["text"] == "0.900 (1 seed, no interval)"
+    # every cell has one seed: the cells show the mean, one caption line says why there is no interval
+    assert c["half_width"] is None and c["text"] == "0.900" and js["single_seed"] is True
+    md = (tmp_path / "out" / "tow.md").read_text()
+    assert "| FT | unknown | 0.900 |" in md and md.count("Every cell has one seed: no 95% interval") == 1
+    assert "1 seed, no interval" not in md
+    # one cell of three seeds: the single-seed cells say so themselves
+    for seed in (6, 7):
+        for method in ("retrain", "FT"):
+            write_run(root, method=method, tag=method, forget_set="digits_mem-high_n60", seed=seed, level="high",
+                      acc=(1.0, 0.9, 0.9, 0.3) if method == "retrain" else (1.0, 0.8 + seed / 100, 0.9, 0.3))
+    write_run(root, method="retrain", tag="retrain", forget_set="digits_mem-high_n60", seed=5, level="high",
+              acc=(1.0, 0.9, 0.9, 0.3))
+    write_run(root, method="FT", tag="FT", forget_set="digits_mem-high_n60", seed=5, level="high",
+              acc=(1.0, 0.8, 0.9, 0.3))
+    js = analyse(root, tmp_path / "out")
+    assert cell(js, "FT", "mem-low_n60")["text"] == "0.900 (1 seed, no interval)" and js["single_seed"] is False
+    assert cell(js, "FT", "mem-high_n60")["text"].endswith("(3 seeds)")
 
 
 def test_sha_mismatch_is_not_paired(tmp_path):
@@ -152,7 +168,9 @@ def test_each_run_is_scored_against_the_retrain_of_its_own_pretraining_recipe(tm
     assert wd0.results[0].value is None and any("no retrain for the pretraining recipe SGD wd0" in n for n in wd0.notes)
     assert rep.pretrained["FT_lr0.01_ep10_sgd @SGD"] == "SGD"
     md = render_markdown(rep)
-    assert "| FT_lr0.01_ep10_sgd @SGD | SGD | 0.745 (1 seed, no interval) |" in md
+    # the label is the method's name; the start model is the pretrained column, not a suffix
+    assert "| FT | SGD | 0.745 |" in md and "| FT | SAM-min rho1 lamb1 adaptive | 0.980 |" in md
+    assert "@SGD" not in md.split("## Detail")[0].split("Notes:")[0]
 
 
 def test_several_matching_retrains_are_refused_and_retrain_picks_one(tmp_path):

@@ -108,6 +108,37 @@ def test_exit_status_2_one_line(script, fake_root, tmp_path, monkeypatch, capsys
     assert not (tmp_path / "o").exists()
 
 
+def test_select_random_without_random_runs_is_one_line_exit_2(fake_root, tmp_path, monkeypatch, capsys):
+    """--select random on runs without random forget sets: what to run, in one line, exit status 2."""
+    from utils.cli import run_main
+
+    fakes = _fake_runs_module()
+    root = tmp_path / "runs"
+    for tag, a in (("NG_alpha0.97", 0.97), ("NG_alpha0.99", 0.99)):
+        fakes.write_run(root, method="NG", tag=tag, forget_set="digits_mem-high_n60", seed=1, level="high",
+                        acc=(1, 0.5, 0.9, 0.3), hparams=fakes.it(alpha=a))
+    monkeypatch.setattr(sys, "argv", ["analysis.py", "--runs", str(root), "--out", str(tmp_path / "o"),
+                                      "--select", "random"])
+    import analysis
+
+    with pytest.raises(SystemExit) as e:
+        run_main(analysis.main)
+    cap = capsys.readouterr()
+    assert e.value.code == 2 and cap.out == "" and cap.err.count("\n") == 1
+    assert cap.err.startswith("analysis.py: error: --select random: no ToW-scored run on a random forget set of 60 "
+                              "examples for NegGrad+ [unknown] (2 settings); run main_forget.py")
+    assert not (tmp_path / "o").exists()
+
+
+def test_without_matplotlib_one_note_and_every_table(fake_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert run_analysis("tow", "analysis.py", ["--runs", str(fake_root), "--out", str(tmp_path), "--dataset",
+                                               "digits"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "note: matplotlib is not installed; no figures" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tow.csv", "tow.json", "tow.md", "tow.tex", "tow_runs.csv"]
+
+
 def _saved_cnn(run_dir):
     """The digits data and a freshly initialized cnn_s (seed 0), saved as a run in ``run_dir``."""
     import torch

@@ -79,16 +79,17 @@ def test_sgd_and_sam_pipeline_pairs_each_ft_with_its_own_recipe(work, capsys):
     code, out, err = _cli(work, capsys, analysis, ["--dataset", "digits", "--arch", "mlp", "--out", "tables"])
     assert code == 0, err
     rep = json.loads((d / "tables" / "tow.json").read_text())
-    cells = {c["method_tag"]: c for c in rep["cells"] if c["forget_set"] == "random_n40"}
+    cells = {c["row"]: c for c in rep["cells"] if c["forget_set"] == "random_n40"}
     sgd_cell, sam_cell = cells["FT_lr0.01_ep1_sgd_bs64 @SGD"], cells["FT_lr0.01_ep1_sgd_bs64 @SAM-min rho0.5 lamb1"]
     assert sgd_cell["pretrained"] == "SGD" and sam_cell["pretrained"] == "SAM-min rho0.5 lamb1"
     assert sgd_cell["per_seed"][0]["retrain_dir"].endswith(str(sgd_re.relative_to(d)))
     assert sam_cell["per_seed"][0]["retrain_dir"].endswith(str(sam_re.relative_to(d)))
     assert sgd_cell["mean"] == pytest.approx(_tow(_metrics(sgd_ft), _metrics(sgd_re)), abs=1e-12)
     assert sam_cell["mean"] == pytest.approx(_tow(_metrics(sam_ft), _metrics(sam_re)), abs=1e-12)
-    # each start model has its own original row? (none was run here); the rows name their recipe
+    assert sgd_cell["method_tag"] == sam_cell["method_tag"] == "FT_lr0.01_ep1_sgd_bs64"  # the run directories' tag
+    # one row per start model: the label is the method, the start model its pretrained column
     md = (d / "tables" / "tow.md").read_text()
-    assert "| FT_lr0.01_ep1_sgd_bs64 @SGD | SGD |" in md
+    assert "| FT | SGD |" in md and "| FT | SAM-min rho0.5 lamb1 |" in md
 
 
 def test_split_seed_of_the_start_model_is_checked(work, capsys):
