@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
 ]
 LEVEL = {name: i for i, names in enumerate(LAYERS) for name in names}
 ENTRY_SCRIPTS = ("main_train", "main_memorization", "main_forget", "main_random", "main_rum", "main_rum_proxy",
-                 "generate_mask", "analysis", "analysis_mia", "imagenet_mem_subset")
+                 "generate_mask", "analysis", "analysis_mia", "analysis_audit", "imagenet_mem_subset")
 MAX_MODULE_LINES = 500
 MAX_ENTRY_LINES = 30
 
