@@ -33,7 +33,7 @@ from utils.rundir import is_complete, save_model, write_metrics, write_outputs
 # Flags that do not change a run's result (where it runs, where files go, how it is launched):
 # a finished run is the same run whatever their values.
 RESULT_NEUTRAL = frozenset({"data", "download", "device", "gpu", "workers", "ckpts", "save_dir", "save", "overwrite",
-                            "resume", "checkpoint", "no_save", "mask", "path", "runs", "out"})
+                            "resume", "checkpoint", "no_save", "mask", "path", "runs", "out", "compile"})
 
 
 # The flag groups an unlearning run reads (main_forget.py, main_random.py).

@@ -101,7 +101,9 @@ def start_run(args: argparse.Namespace, run_dir: Path, data: ImageData, info: Di
 def write_results(args: argparse.Namespace, run_dir: Path, model: nn.Module, data: ImageData,
                   events: LearningEvents, dev: torch.device, history: list[dict], train_seconds: float) -> dict:
     """outputs.npz (logits on train, val and test), proxies.npz, model.pt and metrics.json; the
-    resume checkpoint is removed. Returns the metrics."""
+    resume checkpoint is removed. Returns the metrics. The per-example pass is
+    :func:`trainer.evaluate.predict_split` (float32, inference mode, large batches); ``data`` is
+    best the copy on ``dev`` that training used."""
     splits, metrics = {}, {}
     for name, split, ids in (("train", "train", data.train_ids), ("val", "train", data.val_ids),
                              ("test", "test", None)):
@@ -145,14 +147,15 @@ def _train(args: argparse.Namespace, run_dir: Path, data: ImageData, info: DistI
               f"{len(data.test_y)} test) on {dev}" + (f" x{info.world} ranks" if info.enabled else "")
               + f" -> {final}")
     t0 = time.perf_counter()
-    history = fit(model, data.to(dev), data.train_ids, pretrain_recipe(args), seed=args.seed, device=dev,
+    dev_data = data.to(dev)  # once: training and the post-training pass read the images there
+    history = fit(model, dev_data, data.train_ids, pretrain_recipe(args), seed=args.seed, device=dev,
                   run_dir=run_dir, resume=args.resume, events=events, val_ids=data.val_ids, desc="pretrain",
-                  dist_info=info)
+                  dist_info=info, compile=bool(getattr(args, "compile", False)))
     train_seconds = time.perf_counter() - t0
     if not info.is_main:
         finish(info)
     model = unwrap(model)
-    metrics = write_results(args, run_dir, model, data, events, dev, history, train_seconds)
+    metrics = write_results(args, run_dir, model, dev_data, events, dev, history, train_seconds)
     run_dir = commit_run_dir(run_dir, final)  # --overwrite: the finished run is replaced only now
     print(f"done: train {100 * metrics['train_acc']:.2f}%  val {100 * metrics['val_acc']:.2f}%  "
           f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")

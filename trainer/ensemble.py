@@ -146,9 +146,7 @@ def auto_chunk(model: nn.Module, example: torch.Tensor, batch_size: int, *,
     with forward hooks on ``example`` [1, C, H, W]) divided into ``budget_bytes`` (default 2 GiB on
     the CPU, a quarter of the free memory on CUDA), between 1 and ``cap``."""
     if budget_bytes is None:
-        budget_bytes = 2 << 30
-        if example.device.type == "cuda":
-            budget_bytes = int(torch.cuda.mem_get_info(example.device)[0] // 4)
+        budget_bytes = memory_budget(example.device)
     numel = [0]
 
     def hook(_m, _inp, out):
@@ -168,6 +166,20 @@ def auto_chunk(model: nn.Module, example: torch.Tensor, batch_size: int, *,
     params = sum(p.numel() for p in model.parameters())
     per_model = 4 * (3 * params + 3 * numel[0] * int(batch_size))
     return int(max(1, min(cap, budget_bytes // max(per_model, 1))))
+
+
+def memory_budget(device: torch.device | str) -> int:
+    """Bytes an ensemble chunk may use: 2 GiB on the CPU, a quarter of the free memory on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0] // 4)
+    return 2 << 30
+
+
+def batched_wins(device: torch.device | str, t_batched: float, t_single: float) -> bool:
+    """Whether to train batched given one batched step's and M single steps' seconds: always on an
+    accelerator (one launch per layer for all M models), on the CPU only when not slower."""
+    return torch.device(device).type != "cpu" or t_batched <= t_single
 
 
 def batchable(recipe: Recipe) -> str | None:
@@ -364,7 +376,7 @@ def train_models(models: Sequence[nn.Module], data: ImageData, subsets: Sequence
         t_b, t_s, err = compare_step_times(models, xb, yb, recipe, device)
         if err is not None:
             why = f"vmap cannot run this architecture ({err})"
-        elif batched is None and device.type == "cpu" and t_b > t_s:
+        elif batched is None and not batched_wins(device, t_b, t_s):
             why = (f"on this CPU one batched step of {len(models)} models takes {1e3 * t_b:.0f} ms, "
                    f"{len(models)} single steps {1e3 * t_s:.0f} ms")
     if why is None:

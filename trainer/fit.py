@@ -7,6 +7,7 @@ scheduler, the batch generator's and torch's RNG states, the learning-event sums
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.compiled import compile_for_training, failure_line
 from trainer.distributed import DistInfo, all_reduce_sum_, local_slice, unwrap
 from trainer.evaluate import model_accuracy
 from trainer.loop import train_epoch
 from trainer.optim import SamConfig, make_optimizer
 from trainer.schedule import cosine_with_warmup
+from trainer.step import NonFiniteLoss
 from utils.batches import Batch, iterate, num_batches
 from utils.data import ImageData
 from utils.errors import UserError
@@ -64,11 +67,15 @@ class Recipe:
 def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe, *, seed: int,
         device: torch.device, run_dir: Path | None = None, resume: bool = False,
         events: BatchObserver | None = None, val_ids: np.ndarray | None = None,
-        log: Callable[[str], None] = print, desc: str = "train", dist_info: DistInfo = DistInfo()) -> list[dict]:
+        log: Callable[[str], None] = print, desc: str = "train", dist_info: DistInfo = DistInfo(),
+        compile: bool = False) -> list[dict]:
     """Train ``model`` on ``train_ids``; returns the per-epoch history.
 
     Under torchrun pass the DDP-wrapped model and ``dist_info``: each rank trains on its slice of
-    every global batch (trainer/distributed.py) and only rank 0 writes the checkpoint."""
+    every global batch (trainer/distributed.py) and only rank 0 writes the checkpoint.
+    ``compile``: the training passes run through ``torch.compile`` (trainer/compiled.py); the
+    checkpoint, evaluation and ``model`` itself stay the uncompiled module. An epoch whose
+    compilation fails is redone from the state before it without compiling (one line says so)."""
     optimizer = make_optimizer(model.parameters(), recipe.optimizer, lr=recipe.lr, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay, sam=recipe.sam)
     scheduler = cosine_with_warmup(optimizer, recipe.epochs, recipe.warmup)
@@ -77,21 +84,7 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
     start = 0
     ckpt_path = run_dir / CHECKPOINT if run_dir is not None else None
     if resume and ckpt_path is not None and ckpt_path.is_file():
-        try:
-            state = load_torch_file(ckpt_path)
-            unwrap(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            gen.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            if events is not None and "events" in state:
-                events.load_state_dict(state["events"])
-            history = json.loads(state["history"])
-            start = int(state["epoch"])
-        except Exception as e:  # unreadable, truncated, another model's or another recipe's checkpoint
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise UserError(f"--resume: cannot continue from {ckpt_path} ({type(e).__name__}: {first}); it is "
-                            f"damaged or belongs to another model; pass --overwrite to start over") from None
+        history, start = _load_checkpoint(ckpt_path, model, optimizer, scheduler, gen, events)
         log(f"resumed from {ckpt_path} at epoch {start}")
     if ckpt_path is not None and dist_info.is_main:  # the log of this run only: a fresh start drops an old one
         _write_log(run_dir, history)
@@ -99,18 +92,26 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
     on_batch = ((lambda b, logits: events.update(b.ids, logits, b.y) if b.scale > 0 else None)
                 if events is not None else None)
     steps = num_batches(len(train_ids), recipe.batch_size)
+    train_model = compile_for_training(model, device, log) if compile else model
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        batches = iterate(data.x, data.y, train_ids, recipe.batch_size, shuffle=True, generator=gen,
-                          device=device, augment=augment)
-        if dist_info.enabled:
-            batches = _local_batches(batches, dist_info)
-        stats = train_epoch(model, optimizer, batches, on_batch=on_batch, device=device, total=steps,
-                            desc=f"{desc} {epoch + 1}/{recipe.epochs}", precision=recipe.precision)
+
+        def run_epoch(m: nn.Module, epoch: int = epoch) -> dict[str, float]:
+            batches = iterate(data.x, data.y, train_ids, recipe.batch_size, shuffle=True, generator=gen,
+                              device=device, augment=augment)
+            if dist_info.enabled:
+                batches = _local_batches(batches, dist_info)
+            return train_epoch(m, optimizer, batches, on_batch=on_batch, device=device, total=steps,
+                               desc=f"{desc} {epoch + 1}/{recipe.epochs}", precision=recipe.precision)
+
+        if train_model is model:
+            stats = run_epoch(model)
+        else:
+            stats, train_model = _compiled_epoch(run_epoch, train_model, model, optimizer, gen, events, device, log)
         scheduler.step()
-        if dist_info.enabled:
-            t = torch.tensor([stats["loss"], stats["acc"]], dtype=torch.float64)
+        if dist_info.enabled:  # on the device: NCCL reduces CUDA tensors only
+            t = torch.tensor([stats["loss"], stats["acc"]], dtype=torch.float64, device=device)
             stats = dict(zip(("loss", "acc"), (all_reduce_sum_(t, dist_info) / dist_info.world).tolist()))
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
                "seconds": time.perf_counter() - t0}
@@ -134,6 +135,65 @@ def fit(model: nn.Module, data: ImageData, train_ids: np.ndarray, recipe: Recipe
         all_reduce_sum_(events.sums, dist_info)
         all_reduce_sum_(events.counts, dist_info)
     return history
+
+
+def _load_checkpoint(ckpt_path: Path, model: nn.Module, optimizer, scheduler, gen: torch.Generator,
+                     events: BatchObserver | None) -> tuple[list[dict], int]:
+    """Restore everything from ``ckpt_path``; returns ``(history, epochs done)``. A checkpoint that
+    cannot be read or does not fit is a one-line :class:`UserError`."""
+    try:
+        state = load_torch_file(ckpt_path)
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if events is not None and "events" in state:
+            events.load_state_dict(state["events"])
+        return json.loads(state["history"]), int(state["epoch"])
+    except Exception as e:  # unreadable, truncated, another model's or another recipe's checkpoint
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"--resume: cannot continue from {ckpt_path} ({type(e).__name__}: {first}); it is "
+                        f"damaged or belongs to another model; pass --overwrite to start over") from None
+
+
+def _compiled_epoch(run_epoch: Callable[[nn.Module], dict], compiled: nn.Module, model: nn.Module, optimizer,
+                    gen: torch.Generator, events: BatchObserver | None, device: torch.device,
+                    log: Callable[[str], None]) -> tuple[dict, nn.Module]:
+    """``run_epoch(compiled)``; when it fails (other than by a non-finite loss), everything the
+    epoch touched (weights, buffers, optimizer, batch generator, RNG, learning events) is put back
+    as it was, one line says why, and the epoch runs on ``model`` uncompiled, which from then on
+    replaces ``compiled``. Returns ``(stats, the model for the next epochs)``."""
+    snap = _snapshot(model, optimizer, gen, events, device)
+    try:
+        return run_epoch(compiled), compiled
+    except NonFiniteLoss:
+        raise
+    except Exception as e:  # noqa: BLE001 - dynamo/inductor raise many kinds; a real bug recurs uncompiled
+        _restore(snap, model, optimizer, gen, events, device)
+        log(failure_line(e))
+        return run_epoch(model), model
+
+
+def _snapshot(model, optimizer, gen, events, device: torch.device) -> dict:
+    snap = {"model": {k: v.detach().clone() for k, v in unwrap(model).state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()), "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "events": copy.deepcopy(events.state_dict()) if events is not None else None}
+    if torch.device(device).type == "cuda":
+        snap["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return snap
+
+
+def _restore(snap: dict, model, optimizer, gen, events, device: torch.device) -> None:
+    unwrap(model).load_state_dict(snap["model"])
+    optimizer.load_state_dict(snap["optimizer"])
+    gen.set_state(snap["generator"])
+    torch.set_rng_state(snap["torch_rng"])
+    if events is not None:
+        events.load_state_dict(snap["events"])
+    if "cuda_rng" in snap:
+        torch.cuda.set_rng_state(snap["cuda_rng"], device)
 
 
 def _write_log(run_dir: Path, history: list[dict]) -> None:
