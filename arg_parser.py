@@ -1,8 +1,12 @@
 """The one command-line parser every entry script uses (DESIGN.md §2).
 
 Every flag of the original parser that does something keeps its name, meaning and default
-(upstream-spec §1); dead flags (W&B, pruning, backdoor, ...) are not carried over. Flags this
+(upstream-spec §1); dead flags (pruning, backdoor, ...) are not carried over. The ``--wandb-*``
+flags are kept and log to Weights & Biases only when asked (utils/wandb_log.py). Flags this
 project adds are marked "(new)". Names of datasets and architectures are case-insensitive.
+
+Every script accepts every flag (the original's commands pass flags a script does not read), but
+``--help`` shows only the script's own groups (:data:`SCRIPT_GROUPS`), with their defaults.
 
 Bad values are refused before any work starts: one line on stderr naming the flag, the value and
 what is accepted, and exit status 2.
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -22,6 +27,7 @@ from trainer.device import PRECISIONS
 from unlearn import canonical_method, method_names
 from utils.data import DATASETS, canonical_dataset
 from utils.errors import UserError
+from utils.wandb_log import MODES as WANDB_MODES
 
 # Every --unlearn name (RUM: main_rum.py / main_rum_proxy.py and analysis.py only), from the registry.
 UNLEARN_METHODS = method_names(with_rum=True)
@@ -114,6 +120,7 @@ def _add_training(p: OneLineParser) -> None:
     g.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto",
                    help="(new) training forward passes: auto (bf16 autocast on CUDA, fp32 on the CPU) | fp32 | bf16; "
                         "evaluation and gradient statistics are always fp32")
+    g.add_argument("--compile", action="store_true", help="(new) torch.compile the model for training")
     g.add_argument("--resume", action="store_true", help="continue a killed run from its checkpoint")
     g.add_argument("--checkpoint", default=None, help="run directory or checkpoint file to resume from")
     g.add_argument("--save_dir", default=None, help="output directory (main_train: ckpts/original)")
@@ -205,12 +212,51 @@ def _add_analysis(p: OneLineParser) -> None:
     g.add_argument("--retrain", default=None, metavar="TAG",
                    help="(new) the retrain run (its method tag, e.g. retrain_lr0.1_ep50) that scores every run when "
                         "several retrains match a forget set, seed and pretraining recipe")
+    g.add_argument("--select", default=None, choices=("random",), metavar="CRITERION",
+                   help="(new) one row per method and start model: the hyperparameters with the best mean score on "
+                        "the random forget sets of the same size (random: never the evaluated forget sets)")
+
+
+def _add_wandb(p: OneLineParser) -> None:
+    g = p.add_argument_group("Weights & Biases (optional: mirrors log.jsonl and metrics.json; needs `pip install wandb`)")
+    g.add_argument("--wandb-mode", dest="wandb_mode", choices=WANDB_MODES, default=None,
+                   help="online | offline | disabled (given and not disabled: log; default: log only when another "
+                        "--wandb-* flag is given)")
+    g.add_argument("--wandb-project", dest="wandb_project", default=None, help="W&B project (given: log)")
+    g.add_argument("--wandb-entity", dest="wandb_entity", default=None, help="W&B entity (user or team)")
+    g.add_argument("--wandb-run-id", dest="wandb_run_id", default=None, help="continue this W&B run")
+    g.add_argument("--wandb-group-name", dest="wandb_group_name", default=None,
+                   help="W&B group (default: <arch>-<dataset>-<method>)")
+
+
+def _add_audit(p: OneLineParser) -> None:
+    g = p.add_argument_group("audits (analysis_audit.py)")
+    g.add_argument("--audit", type=_str_list, default=None, help="(new) audits to run: lira,klom,relearn (default all)")
+    g.add_argument("--num_shadows", type=int, default=16, help="(new) LiRA shadow models of the audited runs' recipe")
+    g.add_argument("--train_shadows", action="store_true",
+                   help="(new) train the shadow models that are missing (stored under <ckpts>/audit/, reused)")
+    g.add_argument("--shadow_pool", choices=("forget", "all"), default="forget",
+                   help="(new) each shadow leaves out a random half of the audited forget sets (forget) or of the "
+                        "whole training split (all)")
+    g.add_argument("--audit_level", type=_finite_float, default=0.05, help="(new) level of LiRA's 'never seen' test")
+    g.add_argument("--lira_test", choices=("t", "gauss"), default="t",
+                   help="(new) LiRA p-value: Student-t prediction (exact for few shadows) or plain Gaussian")
+    g.add_argument("--klom_fit", choices=("gauss", "hist"), default="gauss",
+                   help="(new) KLOM: Gaussian fit per side or 20-bin histograms")
+    g.add_argument("--relearn_steps", type=int, default=10, help="(new) relearning attack: fine-tuning steps")
+    g.add_argument("--relearn_lr", type=_finite_float, default=0.01, help="(new) relearning attack: learning rate")
+    g.add_argument("--relearn_batch_size", type=int, default=32, help="(new) relearning attack: batch size")
+    g.add_argument("--relearn_fraction", type=_finite_float, default=0.5,
+                   help="(new) relearning attack: fraction of the forget set fine-tuned on (the rest is scored)")
+    g.add_argument("--relearn_on", choices=("forget", "retain"), default="forget",
+                   help="(new) relearning attack: fine-tune on that part of the forget set, or on as many retain "
+                        "examples")
 
 
 FLAG_GROUPS: dict[str, Callable[[OneLineParser], None]] = {
     "data": _add_data, "training": _add_training, "sam": _add_sam, "forget_set": _add_forget_set,
     "unlearning": _add_unlearning, "masks": _add_masks, "memorization": _add_memorization, "rum": _add_rum,
-    "analysis": _add_analysis,
+    "analysis": _add_analysis, "wandb": _add_wandb, "audit": _add_audit,
 }
 
 
@@ -225,11 +271,76 @@ def group_dests(*groups: str) -> frozenset[str]:
     return frozenset(a.dest for a in p._actions if a.dest != "help")
 
 
+# The flags each entry script reads, for its --help: flag groups of FLAG_GROUPS, and "--dest" for a
+# single flag of another group. Every script ACCEPTS every flag; a group no script names is shown by all.
+SCRIPT_GROUPS: dict[str, tuple[str, ...]] = {
+    "main_train.py": ("data", "training", "sam"),
+    "main_memorization.py": ("data", "training", "sam", "forget_set", "memorization", "--mask"),
+    "main_forget.py": ("data", "training", "sam", "forget_set", "unlearning", "wandb", "--es_normalized"),
+    "main_random.py": ("data", "training", "sam", "forget_set", "unlearning", "wandb"),
+    "generate_mask.py": ("data", "training", "sam", "forget_set", "unlearning", "masks"),
+    "main_rum.py": ("data", "training", "sam", "forget_set", "unlearning", "masks", "rum", "wandb"),
+    "main_rum_proxy.py": ("data", "training", "sam", "forget_set", "unlearning", "masks", "rum", "wandb"),
+    "analysis.py": ("data", "forget_set", "analysis", "--unlearn", "--es", "--mask", "--no_aug", "--batch_size"),
+    "analysis_mia.py": ("data", "forget_set", "analysis", "--unlearn", "--es", "--mask", "--no_aug", "--batch_size"),
+    "imagenet_mem_subset.py": ("data", "forget_set", "--save_dir"),
+    "analysis_audit.py": ("data", "forget_set", "analysis", "audit", "--unlearn"),
+}
+HELP_TAIL = "other flags of the toolkit are accepted and ignored here"
+
+
+def wants_help(argv: Sequence[str] | None) -> bool:
+    """``-h``/``--help`` among the arguments (before a ``--``)."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    if "--" in tokens:
+        tokens = tokens[:tokens.index("--")]
+    return "-h" in tokens or "--help" in tokens
+
+
+def _shown_default(action: argparse.Action) -> str | None:
+    d = action.default
+    if d is None or d is False or d is argparse.SUPPRESS or action.nargs == 0:
+        return None
+    text = ",".join(map(str, d)) if isinstance(d, (list, tuple)) else str(d)
+    return text.replace("%", "%%")
+
+
+def script_help(prog: str | None, *, description: str | None = None, epilog: str | None = None,
+                extend: Callable[[OneLineParser], None] | None = None) -> str:
+    """The ``--help`` text of ``prog``: the flags of its :data:`SCRIPT_GROUPS` (all flags for a
+    script not in the table, a script's own ``extend`` flags always), each with its default, and
+    the closing line :data:`HELP_TAIL`."""
+    p = build_parser(prog)
+    if extend is not None:
+        extend(p)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter  # the texts below are wrapped here
+    p.description = textwrap.fill(description if description is not None else p.description or "", 100)
+    p.epilog = (textwrap.fill(epilog, 100) + "\n\n" if epilog else "") + f"{HELP_TAIL}."
+    wanted = SCRIPT_GROUPS.get(str(prog or ""))
+    if wanted is not None:
+        named = {g for entries in SCRIPT_GROUPS.values() for g in entries if not g.startswith("--")}
+        grouped = group_dests(*FLAG_GROUPS)
+        keep = set(group_dests(*[g for g in FLAG_GROUPS if g in wanted or g not in named]))
+        keep |= {e[2:] for e in wanted if e.startswith("--")}
+        shown = [a for a in p._actions if a.dest not in grouped or a.dest in keep]
+        p._actions[:] = shown
+        for grp in p._action_groups:
+            grp._group_actions[:] = [a for a in grp._group_actions if a in shown]
+    for a in p._actions:
+        d = _shown_default(a)
+        if d is not None and "default" not in (a.help or "").lower():
+            a.help = f"{a.help} (default: {d})" if a.help else f"(default: {d})"
+    return p.format_help()
+
+
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None, *, description: str | None = None,
                epilog: str | None = None,
                extend: Callable[[OneLineParser], None] | None = None) -> argparse.Namespace:
     """Parse and validate the flags every script shares (``extend`` adds a script's own flags);
     raises nothing, exits 2 on bad input."""
+    if wants_help(argv):
+        sys.stdout.write(script_help(prog, description=description, epilog=epilog, extend=extend))
+        sys.exit(0)
     parser = build_parser(prog)
     if extend is not None:
         extend(parser)
@@ -251,7 +362,8 @@ def given_flags(argv: Sequence[str] | None, names: Sequence[str], prog: str | No
     defaults set to None, so ``--flag=value`` counts as argparse counts it."""
     p = build_parser(prog)
     p.set_defaults(**{d: None for d in names})
-    ns, _ = p.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    tokens = [t for t in (sys.argv[1:] if argv is None else argv) if t not in ("-h", "--help")]
+    ns, _ = p.parse_known_args(tokens)
     return {d for d in names if getattr(ns, d) is not None}
 
 
@@ -297,6 +409,9 @@ DOMAINS: dict[str, Domain] = {
     "num_shards": Domain(1, integer=True), "ft_lr": Domain(0), "ft_epochs": Domain(1, integer=True),
     "h": Domain(0, open_low=True), "rum_lr": Domain(0), "rum_epochs": Domain(0, integer=True),
     "rum_alpha": Domain(0), "rum_groups": Domain(1, integer=True),
+    "num_shadows": Domain(2, integer=True), "audit_level": Domain(0, 1, open_low=True, open_high=True),
+    "relearn_steps": Domain(0, integer=True), "relearn_lr": Domain(0), "relearn_batch_size": Domain(1, integer=True),
+    "relearn_fraction": Domain(0, 1, open_low=True, open_high=True),
 }
 
 

@@ -1,9 +1,13 @@
 """The local process pool: run sweep commands here, at most N at a time, a log file per command,
 optionally stage by stage and spread over GPUs; progress lines and the closing summary.
+
+A command whose stage found its result already there (it prints "<where> already holds ...;
+nothing to do", :data:`ALREADY_DONE`, and exits 0) counts as done, and the summary says how many were.
 """
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +17,10 @@ from typing import Sequence, TextIO
 
 from launch.spec import Command
 
+# What a stage prints when its result is already there: a finished run (stages.common.finished_run),
+# the memorization scores, the mask files.
+ALREADY_DONE = re.compile(rb"already holds [^\n]*; nothing to do")
+
 
 @dataclass
 class Result:
@@ -20,6 +28,7 @@ class Result:
     log: Path
     returncode: int | None = None  # None: not run (an earlier stage failed)
     seconds: float = 0.0
+    already: bool = False  # exit 0 without work: the run was already finished
 
     @property
     def ok(self) -> bool:
@@ -92,6 +101,7 @@ class _Pool:
                 continue
             r.log.close()
             r.result.returncode, r.result.seconds = rc, time.perf_counter() - r.t0
+            r.result.already = rc == 0 and was_already_done(r.result.log)
             self._finished(r.result, r.gpu)
         return still
 
@@ -149,13 +159,22 @@ def run_local(groups: Sequence[Sequence[Command]], *, jobs: int, python: str, cw
     return [order[(c.stage, c.index)] for w in waves for c in w]
 
 
+def was_already_done(log: Path) -> bool:
+    """Whether the command's log says its run was already finished (:data:`ALREADY_DONE`)."""
+    try:
+        with open(log, "rb") as fh:
+            return ALREADY_DONE.search(fh.read(1 << 20)) is not None  # said before any work: near the start
+    except OSError:
+        return False
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _report(out: TextIO, done: int, total: int, r: Result, shown: str) -> None:
     width = len(str(total))
-    status = "ok" if r.ok else f"FAILED (exit {r.returncode})"
+    status = ("already done" if r.already else "ok") if r.ok else f"FAILED (exit {r.returncode})"
     tail = "" if r.ok else f"  log: {r.log}"
     out.write(f"[{done:>{width}}/{total}] {status} {r.seconds:.1f}s  {r.command.text(shown)}{tail}\n")
     out.flush()
@@ -167,7 +186,9 @@ def summarize(results: Sequence[Result], out: TextIO | None = None, shown: str =
     failed = [r for r in results if r.returncode not in (0, None)]
     skipped = [r for r in results if r.returncode is None]
     ok = len(results) - len(failed) - len(skipped)
-    out.write(f"{plural(len(results), 'command')}: {ok} ok, {len(failed)} failed"
+    already = sum(r.already for r in results)
+    out.write(f"{plural(len(results), 'command')}: {ok} ok" + (f" ({already} already done)" if already else "")
+              + f", {len(failed)} failed"
               + (f", {len(skipped)} not run (an earlier stage failed)" if skipped else "") + "\n")
     for r in failed:
         out.write(f"  FAILED (exit {r.returncode}): {r.command.text(shown)}\n    log: {r.log}\n")

@@ -1,6 +1,13 @@
 """SLURM rendering: ``#SBATCH`` directives, job-array and single-job scripts from the templates in
 ``scripts/slurm/`` (``{{NAME}}`` placeholders), and the submit script that chains jobs with
 ``--dependency=afterok``.
+
+Time limits and preemption: every job is ``--requeue``-able and gets ``--signal=B:USR1@120``; the
+templates trap USR1, stop the run (which keeps its last per-epoch checkpoint) and requeue the task.
+A requeued task (``SLURM_RESTART_COUNT`` > 0, or ``SWEEP_RESUME=1`` in its environment) adds
+``--resume`` to the commands that can continue a killed run (:func:`is_resumable`). The first
+attempt does not: ``--resume`` is refused when another unfinished run of other settings lies
+beside the run, which is common in a sweep.
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ class SlurmOptions:
     max_parallel: int | None = None
     setup: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    requeue: bool = True  # --requeue, and USR1 signal_seconds before the time limit (the templates requeue)
+    signal_seconds: int = 120
 
 
 def _directive_value(value: Any, what: str) -> str:
@@ -61,6 +70,8 @@ def sbatch_directives(opts: SlurmOptions, job_name: str, array_size: int | None)
         lines.append(f"--partition={_directive_value(opts.partition, '--partition')}")
     if opts.account:
         lines.append(f"--account={_directive_value(opts.account, '--account')}")
+    if opts.requeue:
+        lines += ["--requeue", f"--signal=B:USR1@{int(opts.signal_seconds)}"]
     for e in opts.extra:
         e = _directive_value(e, "--sbatch_arg")
         if not e.startswith("-"):
@@ -95,15 +106,38 @@ def _common_values(opts: SlurmOptions, header: str) -> dict[str, str]:
             "SETUP": "\n".join(opts.setup) if opts.setup else "# (no --setup lines)"}
 
 
+def is_resumable(args: Sequence[str]) -> bool:
+    """Whether a command (the script and its arguments) can continue a killed run with ``--resume``:
+    pretraining (``main_train.py``) and the retrain reference (``main_forget.py --unlearn retrain``)."""
+    words = [str(a) for a in args]
+    script = next((Path(w).name for w in words if w.endswith(".py")), None)
+    if script == "main_train.py":
+        return True
+    if script != "main_forget.py":
+        return False
+    method = None  # argparse keeps the last --unlearn
+    for k, w in enumerate(words):
+        if w.startswith("--unlearn="):
+            method = w.split("=", 1)[1]
+        elif w == "--unlearn" and k + 1 < len(words):
+            method = words[k + 1]
+    return method is not None and method.lower() == "retrain"
+
+
 def render_array_script(commands: Sequence[str], opts: SlurmOptions, job_name: str, header: str = "",
-                        template: str | None = None, source: str = str(ARRAY_TEMPLATE)) -> str:
-    """A job-array script: task ``i`` runs ``commands[i]`` (shell command lines) from ``opts.workdir``."""
+                        template: str | None = None, source: str = str(ARRAY_TEMPLATE),
+                        resumable: Sequence[bool] | None = None) -> str:
+    """A job-array script: task ``i`` runs ``commands[i]`` (shell command lines) from ``opts.workdir``;
+    ``resumable[i]``: a requeued task ``i`` adds ``--resume`` (default: :func:`is_resumable` of the line)."""
     for c in commands:
         if "\n" in c or "\r" in c:
             raise UserError(f"command {c!r} spans several lines")
+    if resumable is None:
+        resumable = [is_resumable(shlex.split(c)) for c in commands]
     text = template if template is not None else ARRAY_TEMPLATE.read_text()
     values = {"DIRECTIVES": sbatch_directives(opts, job_name, len(commands)), "COUNT": str(len(commands)),
-              "COMMANDS": "\n".join(commands), **_common_values(opts, header)}
+              "COMMANDS": "\n".join(commands), "RESUMABLE": " ".join("1" if r else "0" for r in resumable),
+              **_common_values(opts, header)}
     return render_template(text, values, source)
 
 

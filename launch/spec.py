@@ -25,7 +25,9 @@ anything runs. Values: a string or number is one argument; ``true``/``false`` tu
 on/off (so ``"no_aug": [true, false]`` is an axis); ``null`` leaves the flag out; a list is one value
 of a flag that takes several (``"separate": ["max", "min"]`` -> ``--separate max min``) or of a
 comma-list flag (``"decreasing_lr": [91, 136]`` -> ``--decreasing_lr 91,136``). Inside ``grid`` a
-list is the axis, so a list-valued axis is a list of lists.
+list is the axis, so a list-valued axis is a list of lists. A string may name other flags of the same
+command in braces, ``"save": "{ckpts}/masks/{dataset}_{mem}_seed{seed}"`` (a flag the command does not
+give: the parser's default; ``{{`` and ``}}`` are literal braces): :func:`fill_placeholders`.
 
 Commands are rendered ``shlex``-quoted; ``launch.slurm`` turns them into job arrays and
 ``launch.local`` runs them here.
@@ -46,7 +48,8 @@ from utils.errors import UserError
 
 #: The entry scripts a stage may run; all use the one parser of arg_parser.py.
 ENTRY_SCRIPTS = ("main_train.py", "main_memorization.py", "main_forget.py", "generate_mask.py", "main_random.py",
-                 "main_rum.py", "main_rum_proxy.py", "analysis.py", "analysis_mia.py", "imagenet_mem_subset.py")
+                 "main_rum.py", "main_rum_proxy.py", "analysis.py", "analysis_mia.py", "analysis_audit.py",
+                 "imagenet_mem_subset.py")
 STAGE_KEYS = ("script", "fixed", "grid", "per_method", "flags", "name")
 
 
@@ -259,16 +262,60 @@ def stage_names(stages: Sequence[Stage]) -> list[str]:
 # Expansion and rendering
 # --------------------------------------------------------------------------------------------
 
+_BRACES = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+def fill_placeholders(point: dict[str, Any], where: str) -> dict[str, Any]:
+    """``point`` with each ``{name}`` in its string values replaced by the value of the flag
+    ``name`` (dest or option name) in ``point``, or the parser's default when ``point`` does not
+    give it; ``{{``/``}}`` are literal braces. A name that is no flag, a flag without a value, or a
+    value that holds a placeholder itself is a UserError."""
+    def text(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    def sub(m: re.Match) -> str:
+        if m.group(0) in ("{{", "}}"):
+            return m.group(0)[0]
+        flag = lookup_flag(m.group(1), f"{where}: placeholder {m.group(0)}")
+        value = point[flag.dest] if flag.dest in point else _parser_default(flag.dest)
+        if value is None or isinstance(value, bool):
+            raise UserError(f"{where}: placeholder {m.group(0)}: the flag has no value here")
+        if _BRACES.search(text(value)):
+            raise UserError(f"{where}: placeholder {m.group(0)}: its value {text(value)!r} holds a placeholder")
+        return text(value)
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return _BRACES.sub(sub, value) if isinstance(value, str) else value
+
+    return {k: fill(v) for k, v in point.items()}
+
+
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def _parser_default(dest: str) -> Any:
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        from arg_parser import build_parser
+
+        _DEFAULTS = {a.dest: a.default for a in build_parser()._actions}
+    return _DEFAULTS.get(dest)
+
+
 def expand(stage: Stage) -> list[dict[str, Any]]:
-    """The stage's runs, in the documented order, as ``{dest: value}`` (fixed, grid, per-method)."""
+    """The stage's runs, in the documented order, as ``{dest: value}`` (fixed, grid, per-method),
+    placeholders filled (:func:`fill_placeholders`)."""
     axes = list(stage.grid)
     runs = []
+    where = f"stage {stage.name or stage.script}"
     for combo in itertools.product(*(stage.grid[a] for a in axes)):
         point = dict(zip(axes, combo))
         method = point.get("unlearn", stage.fixed.get("unlearn"))
         extra = stage.per_method.get(str(method).lower(), {}) if method is not None else {}
         for inner in itertools.product(*extra.values()):
-            runs.append({**stage.fixed, **point, **dict(zip(extra, inner))})
+            runs.append(fill_placeholders({**stage.fixed, **point, **dict(zip(extra, inner))}, where))
     return runs
 
 

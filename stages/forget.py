@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -45,6 +46,8 @@ from utils.data import ImageData, augment_record, load_data
 from utils.errors import UserError
 from utils.lock import release, run_lock
 from utils.rundir import check_writable, commit_run_dir, prepare_run_dir, run_config, write_config
+from utils.runlog import EpochLog, read_rows
+from utils.wandb_log import WandbRun, WandbSettings, start as start_wandb
 
 
 # The flags that make retrain's training recipe; those not given on the command line come from the
@@ -183,6 +186,9 @@ def _unlearn(args: argparse.Namespace, prog: str, p: Prepared, identity: dict) -
                 augmentation=augment_record(data, cfg.augment)))
     if retrain:
         cfg.run_dir, cfg.resume, cfg.dist_info = run_dir, bool(args.resume), info
+    wb = wandb_run(args, f"{p.tag}-seed{args.seed}") if info.is_main else None
+    if info.is_main and not retrain:  # retrain's log.jsonl comes with its checkpoints (trainer/fit.py)
+        cfg.on_epoch = EpochLog(run_dir / "log.jsonl", mirror=wb)
     if info.enabled:
         torch.distributed.barrier()
         model = wrap_model(model, info, device)
@@ -211,9 +217,21 @@ def _unlearn(args: argparse.Namespace, prog: str, p: Prepared, identity: dict) -
                                           start_recipe=configs.start_recipe(p.model_file or
                                                                             configs.default_pretrained(args) / paths.MODEL_FILE)),
                commit=lambda: commit_run_dir(run_dir, final))
+    if wb is not None:
+        for row in read_rows(final / "log.jsonl") if retrain else ():
+            wb.log(row)
+        wb.finish(json.loads((final / "metrics.json").read_text()))
     release(final)  # before finish: under torchrun it ends the process with os._exit
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0
+
+
+def wandb_run(args: argparse.Namespace, name: str) -> WandbRun | None:
+    """A W&B run mirroring this run when the ``--wandb-*`` flags ask for one (utils/wandb_log.py)."""
+    settings = WandbSettings(mode=getattr(args, "wandb_mode", None), project=getattr(args, "wandb_project", None),
+                             entity=getattr(args, "wandb_entity", None), run_id=getattr(args, "wandb_run_id", None),
+                             group=getattr(args, "wandb_group_name", None))
+    return start_wandb(settings, name=name, config=vars(args), group=f"{args.arch}-{args.dataset}-{args.unlearn or 'RUM'}")
 
 
 def _check_run_dir(args: argparse.Namespace, run_dir: Path, retrain: bool) -> None:

@@ -16,6 +16,7 @@ unlearned group by group (rum-spec §1).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from memorization.scores import load_proxy
 from stages import configs
 from stages.mask import mask_order
 from stages.common import FORGET_GROUPS, finish_run, finished_run, main_of, pct, run_timed, start_model, unlearn_metrics
+from stages.forget import wandb_run
 from trainer.device import prepare_model, synchronize
 from unlearn.base import UnlearnTask
 from unlearn.config import hparams_record, optimizer_tag_parts, setting_parts
@@ -48,6 +50,7 @@ from utils.data import ImageData, augment_record, load_data
 from utils.errors import UserError
 from utils.lock import run_lock
 from utils.io import atomic_write_json
+from utils.runlog import EpochLog
 from utils.rundir import check_writable, commit_run_dir, prepare_run_dir, run_config, save_model, write_config, \
     write_outputs
 
@@ -223,6 +226,7 @@ class RumJob:
     scores: np.ndarray | None  # true memorization scores (mem grouping)
     run_dir: Path
     step_records: list[dict[str, Any]] = field(default_factory=list)
+    wandb: Any = None  # the W&B run mirroring the steps' log.jsonl rows (--wandb-*), or None
 
 
 def prepare(args: argparse.Namespace, prog: str, grouping: str, argv: Sequence[str] | None) -> RumJob:
@@ -325,6 +329,7 @@ def _run_rum(args: argparse.Namespace, prog: str, grouping: str, job: RumJob, id
                                      rum_steps=[vars(s) for s in rp.steps], rum_plan_source=rp.source,
                                      identity=identity, precision=configs.precision(args),
                                      augmentation=augment_record(job.data, bool(args.aug)), **job.key_info))
+    job.wandb = wandb_run(args, f"{rp.tag}-seed{args.seed}")
     data_dev = job.data.to(job.device)
     steps = [Step(j, labels[j], s.method, groups[j], retains[j], info={"args": ns})
              for j, (s, ns) in enumerate(zip(rp.steps, rp.step_args))]
@@ -346,6 +351,8 @@ def _run_rum(args: argparse.Namespace, prog: str, grouping: str, job: RumJob, id
                                              hparams=hparams, device=job.device,
                                              start_recipe=configs.start_recipe(job.model_file)), "rum": rum_record},
                commit=lambda: commit_run_dir(run_dir, final))
+    if job.wandb is not None:
+        job.wandb.finish(json.loads((final / "metrics.json").read_text()))
     return 0
 
 
@@ -365,6 +372,9 @@ def run_step(job: RumJob, data_dev: ImageData, model: torch.nn.Module,
         mask_seconds = time.perf_counter() - t0
         fraction = mask_fraction(mask)
     cfg = configs.unlearn_config(ns, mask)
+    sdir = job.run_dir / f"step{step.index}_{step.method}"  # the step's directory: its log.jsonl now, the rest after
+    sdir.mkdir(parents=True, exist_ok=True)
+    cfg.on_epoch = EpochLog(sdir / "log.jsonl", mirror=job.wandb, prefix=f"step{step.index}/")
     torch.manual_seed(args.seed)
     task = UnlearnTask(model=model, data=data_dev, forget_ids=step.forget_ids, retain_ids=step.retain_ids,
                        device=device, seed=args.seed, generator=torch.Generator().manual_seed(args.seed))

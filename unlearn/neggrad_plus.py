@@ -44,6 +44,7 @@ Both schedulers (MultiStepLR) step once per epoch.
 """
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import numpy as np
@@ -55,7 +56,8 @@ from trainer.device import autocast
 from trainer.mask import Mask, ReleaseMask, complement
 from trainer.optim import SamConfig
 from trainer.step import optimizer_step
-from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
+from unlearn.base import (SeenAccuracy, UnlearnConfig, UnlearnTask, batches, emit, history_row,
+                          make_unlearn_optimizer)
 from utils.batches import Batch, num_batches
 
 
@@ -66,11 +68,15 @@ def _ce(model: nn.Module, b: Batch, device: torch.device, precision: str = "fp32
 
 
 def ng_loss(model: nn.Module, br: Batch, bf: Batch, alpha: float,
-            device: torch.device | str = "cpu", precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """``alpha * CE(retain batch) - (1 - alpha) * CE(forget batch)`` and the retain logits."""
+            device: torch.device | str = "cpu", precision: str = "fp32", *,
+            forget_out: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``alpha * CE(retain batch) - (1 - alpha) * CE(forget batch)`` and the retain logits; the
+    forget logits are appended to ``forget_out`` when given (the history's forget accuracy)."""
     device = torch.device(device)
     ce_r, out_r = _ce(model, br, device, precision)
-    ce_f, _ = _ce(model, bf, device, precision)
+    ce_f, out_f = _ce(model, bf, device, precision)
+    if forget_out is not None:
+        forget_out.append(out_f.detach())
     return alpha * ce_r - (1.0 - alpha) * ce_f, out_r
 
 
@@ -104,8 +110,10 @@ def forget_stream(task: UnlearnTask, cfg: UnlearnConfig) -> Iterator[Batch]:
 
 def minmax_step(model: nn.Module, opt_retain: torch.optim.Optimizer, opt_forget: torch.optim.Optimizer,
                 br: Batch, bf: Batch, alpha: float, mask: Mask,
-                device: torch.device | str = "cpu", precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One Sharp MinMax iteration (see the module docstring); returns (L_r, L_f, retain logits).
+                device: torch.device | str = "cpu",
+                precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Sharp MinMax iteration (see the module docstring); returns (L_r, L_f, retain logits,
+    forget logits), each of its sub-step's clean pass.
     ``mask``'s kind decides the semantics: a plain mapping = hard split, a
     :class:`trainer.mask.ReleaseMask` = the release's (``--release``)."""
     device = torch.device(device)
@@ -119,8 +127,8 @@ def minmax_step(model: nn.Module, opt_retain: torch.optim.Optimizer, opt_forget:
         return -(1.0 - alpha) * ce, out
 
     loss_r, out_r = optimizer_step(model, opt_retain, retain_closure, trainable=complement(mask))
-    loss_f, _ = optimizer_step(model, opt_forget, forget_closure, trainable=mask)
-    return loss_r, loss_f, out_r
+    loss_f, out_f = optimizer_step(model, opt_forget, forget_closure, trainable=mask)
+    return loss_r, loss_f, out_r, out_f
 
 
 def _sam_with_sign(cfg: UnlearnConfig, sign: str) -> SamConfig | None:
@@ -159,30 +167,39 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
         scheds = [sched]
         trainable = plain_ng_mask(cfg)
     steps = num_batches(len(task.retain_ids), cfg.batch_size)
-    history = []
+    seen = SeenAccuracy(task)
+    history: list[dict] = []
     for epoch in range(cfg.epochs):
         model.train()
+        t0, lr = time.perf_counter(), scheds[0].get_last_lr()[0]
         forget_iter = forget_stream(task, cfg)
         loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
+        parts = torch.zeros(2, device=device)  # Sharp MinMax: the retain and forget sub-step losses
+        seen_n = 0
         for br in batches(task, task.retain_ids, cfg):
             bf = next(forget_iter)
             if separate:
-                lr_, lf_, out = minmax_step(model, opt_r, opt_f, br, bf, alpha, mask, device, cfg.precision)
+                lr_, lf_, out, out_f = minmax_step(model, opt_r, opt_f, br, bf, alpha, mask, device, cfg.precision)
                 loss = lr_ + lf_
+                parts += torch.stack([lr_, lf_]).detach() * len(br.y)
             else:
-                loss, out = optimizer_step(model, opt, lambda br=br, bf=bf: ng_loss(model, br, bf, alpha, device, cfg.precision),
-                                           trainable=trainable)
+                outs_f: list = []  # the clean pass first (then SAM's perturbed one)
+                loss, out = optimizer_step(model, opt, lambda br=br, bf=bf: ng_loss(
+                    model, br, bf, alpha, device, cfg.precision, forget_out=outs_f), trainable=trainable)
+                out_f = outs_f[0] if outs_f else None
             n = len(br.y)
             loss_sum += loss * n
-            correct += (out.argmax(1) == br.y).sum()
-            seen += n
+            seen.update(br.ids, out)
+            if out_f is not None:
+                seen.update(bf.ids, out_f)
+            seen_n += n
         for s in scheds:
             s.step()
-        seen = max(seen, 1)
-        stats = {"loss": float(loss_sum) / seen, "acc": float(correct) / seen}
-        history.append(stats)
-        print(f"NG{' (Sharp MinMax)' if separate else ''} epoch {epoch + 1}/{cfg.epochs} loss {stats['loss']:.4f} "
-              f"retain acc {100 * stats['acc']:.2f}% ({steps} steps)")
+        seen_n = max(seen_n, 1)
+        extra = dict(zip(("retain_loss", "forget_loss"), (parts / seen_n).tolist())) if separate else {}
+        row = history_row(epoch, lr, float(loss_sum) / seen_n, seen.result(), t0, **extra)
+        emit(cfg, row, history)
+        print(f"NG{' (Sharp MinMax)' if separate else ''} epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.4f} "
+              f"retain acc {100 * row.get('retain_acc', 0.0):.2f}% forget acc {100 * row.get('forget_acc', 0.0):.2f}% "
+              f"({steps} steps)")
     return history

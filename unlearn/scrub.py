@@ -30,6 +30,7 @@ honoured as a hard constraint like in every method here. Augmentation follows ``
 from __future__ import annotations
 
 import copy
+import time
 from typing import Iterable
 
 import numpy as np
@@ -41,7 +42,7 @@ from tqdm import tqdm
 from trainer.device import autocast
 from trainer.mask import Mask
 from trainer.step import optimizer_step
-from unlearn.base import UnlearnConfig, UnlearnTask, batches, make_unlearn_optimizer
+from unlearn.base import UnlearnConfig, UnlearnTask, batches, emit, history_row, make_unlearn_optimizer
 from unlearn.losses import distill_kl
 from utils.batches import Batch, num_batches
 
@@ -94,8 +95,10 @@ def distill_pass(student: nn.Module, teacher: nn.Module, optimizer: torch.optim.
     return {"loss": loss_sum / seen, "acc": correct / seen}
 
 
-def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:
-    """SCRUB max/min distillation against a frozen copy of the starting model (module docstring)."""
+def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> list[dict]:
+    """SCRUB max/min distillation against a frozen copy of the starting model (module docstring).
+    Returns the history: per epoch the min pass's loss and retain accuracy, and in the epochs with
+    a max pass its loss (``max_loss`` = -KL) and forget accuracy; each row also goes to ``cfg.on_epoch``."""
     msteps, kd_T, gamma, beta = resolve(cfg)
     student = task.model
     teacher = copy.deepcopy(student).eval()
@@ -104,12 +107,17 @@ def unlearn(task: UnlearnTask, cfg: UnlearnConfig) -> None:
     common = dict(kd_T=kd_T, gamma=gamma, beta=beta, trainable=cfg.mask, device=task.device,
                   precision=cfg.precision)
     forget_ids, retain_ids = np.asarray(task.forget_ids), np.asarray(task.retain_ids)
+    history: list[dict] = []
     for epoch in range(cfg.epochs):
+        t0, lr, seen = time.perf_counter(), opt.param_groups[0]["lr"], {}
         if epoch <= msteps:  # the original's condition: msteps + 1 max passes
             s = distill_pass(student, teacher, opt, batches(task, forget_ids, cfg), mode="max",
                              total=num_batches(len(forget_ids), cfg.batch_size), **common)
             print(f"[SCRUB] epoch {epoch} max: -KL {s['loss']:.4f}  forget acc {100 * s['acc']:.2f}%")
+            seen = {"max_loss": s["loss"], "forget_acc": s["acc"]}
         s = distill_pass(student, teacher, opt, batches(task, retain_ids, cfg), mode="min",
                          total=num_batches(len(retain_ids), cfg.batch_size), **common)
         print(f"[SCRUB] epoch {epoch} min: loss {s['loss']:.4f}  retain acc {100 * s['acc']:.2f}%")
         sched.step()
+        emit(cfg, history_row(epoch, lr, s["loss"], {"retain_acc": s["acc"], **seen}, t0), history)
+    return history

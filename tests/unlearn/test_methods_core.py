@@ -172,10 +172,10 @@ def test_ng_epoch_is_one_pass_over_retain_and_cycles_forget(monkeypatch):
     seen_r, seen_f = [], []
     real = ngp.ng_loss
 
-    def spy(model, br, bf, alpha, device="cpu", precision="fp32"):
+    def spy(model, br, bf, alpha, device="cpu", precision="fp32", **kw):
         seen_r.append(br.ids.tolist())
         seen_f.append(bf.ids.tolist())
-        return real(model, br, bf, alpha, device, precision)
+        return real(model, br, bf, alpha, device, precision, **kw)
 
     monkeypatch.setattr(ngp, "ng_loss", spy)
     get_method("NG")(_task(_model(), data), UnlearnConfig(epochs=1, batch_size=4, alpha=0.99))

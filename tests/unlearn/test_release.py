@@ -202,9 +202,9 @@ def _spy_forget(monkeypatch):
     seen = []
     real = ngp.ng_loss
 
-    def spy(model, br, bf, alpha, device="cpu", precision="fp32"):
+    def spy(model, br, bf, alpha, device="cpu", precision="fp32", **kw):
         seen.append(bf)
-        return real(model, br, bf, alpha, device, precision)
+        return real(model, br, bf, alpha, device, precision, **kw)
 
     monkeypatch.setattr(ngp, "ng_loss", spy)
     return seen
