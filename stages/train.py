@@ -110,7 +110,8 @@ def write_results(args: argparse.Namespace, run_dir: Path, model: nn.Module, dat
         logits, labels = predict_split(model, data, split, ids, device=dev)
         ids = np.arange(len(labels)) if ids is None else ids
         splits[name] = (ids, logits, labels)
-        metrics[f"{name}_acc"] = float((logits.argmax(1) == labels).mean())
+        # an empty split (a validation split of fewer than 10 examples per class) has no accuracy
+        metrics[f"{name}_acc"] = float((logits.argmax(1) == labels).mean()) if len(labels) else None
     write_outputs(run_dir, splits)
     atomic_save_npz(learning_event_proxy_path(run_dir / MODEL_FILE), ids=data.train_ids,
                     **events.means(data.train_ids))
@@ -157,7 +158,8 @@ def _train(args: argparse.Namespace, run_dir: Path, data: ImageData, info: DistI
     model = unwrap(model)
     metrics = write_results(args, run_dir, model, dev_data, events, dev, history, train_seconds)
     run_dir = commit_run_dir(run_dir, final)  # --overwrite: the finished run is replaced only now
-    print(f"done: train {100 * metrics['train_acc']:.2f}%  val {100 * metrics['val_acc']:.2f}%  "
+    val = "n/a" if metrics["val_acc"] is None else f"{100 * metrics['val_acc']:.2f}%"
+    print(f"done: train {100 * metrics['train_acc']:.2f}%  val {val}  "
           f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")
     release(run_dir)  # before finish: under torchrun it ends the process with os._exit
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
