@@ -27,6 +27,7 @@ from unlearn.base import UnlearnConfig, UnlearnTask
 from utils.data import ImageData
 from utils.errors import UserError
 from utils.lock import is_held
+from utils.wandb_log import WandbRun, WandbSettings, start as start_wandb
 from utils.rundir import is_complete, save_model, write_metrics, write_outputs
 
 
@@ -81,6 +82,16 @@ def refuse_other_unfinished(run_dir: Path, candidates: Sequence[Path], what: str
         raise UserError(f"--resume: there is no unfinished {what} of these settings ({run_dir}), but {others[0]} "
                         f"is an unfinished {what} of other settings; resume it with its own flags, or drop "
                         f"--resume to start this one")
+
+
+def wandb_run(args: argparse.Namespace, name: str, group: str | None = None) -> WandbRun | None:
+    """A W&B run mirroring this run when the ``--wandb-*`` flags ask for one (utils/wandb_log.py);
+    ``group`` defaults to ``<arch>-<dataset>-<method>``."""
+    settings = WandbSettings(mode=getattr(args, "wandb_mode", None), project=getattr(args, "wandb_project", None),
+                             entity=getattr(args, "wandb_entity", None), run_id=getattr(args, "wandb_run_id", None),
+                             group=getattr(args, "wandb_group_name", None))
+    return start_wandb(settings, name=name, config=vars(args),
+                       group=group or f"{args.arch}-{args.dataset}-{getattr(args, 'unlearn', None) or 'RUM'}")
 
 
 class Diverged(Exception):

@@ -33,7 +33,7 @@ from forget_sets.kinds import ForgetPlan, ForgetSpec, plan_forget_set
 from forget_sets.store import check_can_save, forget_ids_sha256, load_or_build
 from stages import configs
 from stages.common import (FORGET_GROUPS, finish_run, finished_run, main_of, refuse_other_unfinished, run_timed,
-                           start_model, unlearn_metrics)
+                           start_model, unlearn_metrics, wandb_run)
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
 from trainer.evaluate import embed
@@ -47,7 +47,6 @@ from utils.errors import UserError
 from utils.lock import release, run_lock
 from utils.rundir import check_writable, commit_run_dir, prepare_run_dir, run_config, write_config
 from utils.runlog import EpochLog, read_rows
-from utils.wandb_log import WandbRun, WandbSettings, start as start_wandb
 
 
 # The flags that make retrain's training recipe; those not given on the command line come from the
@@ -224,14 +223,6 @@ def _unlearn(args: argparse.Namespace, prog: str, p: Prepared, identity: dict) -
     release(final)  # before finish: under torchrun it ends the process with os._exit
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0
-
-
-def wandb_run(args: argparse.Namespace, name: str) -> WandbRun | None:
-    """A W&B run mirroring this run when the ``--wandb-*`` flags ask for one (utils/wandb_log.py)."""
-    settings = WandbSettings(mode=getattr(args, "wandb_mode", None), project=getattr(args, "wandb_project", None),
-                             entity=getattr(args, "wandb_entity", None), run_id=getattr(args, "wandb_run_id", None),
-                             group=getattr(args, "wandb_group_name", None))
-    return start_wandb(settings, name=name, config=vars(args), group=f"{args.arch}-{args.dataset}-{args.unlearn or 'RUM'}")
 
 
 def _check_run_dir(args: argparse.Namespace, run_dir: Path, retrain: bool) -> None:

@@ -37,7 +37,7 @@ from memorization.scores import load_proxy
 from stages import configs
 from stages.mask import mask_order
 from stages.common import FORGET_GROUPS, finish_run, finished_run, main_of, pct, run_timed, start_model, unlearn_metrics
-from stages.forget import wandb_run
+from stages.common import wandb_run
 from trainer.device import prepare_model, synchronize
 from unlearn.base import UnlearnTask
 from unlearn.config import hparams_record, optimizer_tag_parts, setting_parts

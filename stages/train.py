@@ -17,7 +17,7 @@ from torch import nn
 
 from memorization.learning_events import LearningEvents
 from models import build_for
-from stages.common import finished_run, refuse_other_unfinished
+from stages.common import finished_run, refuse_other_unfinished, wandb_run
 from stages.configs import device, pretrain_dir, pretrain_identity, pretrain_name, pretrain_recipe, train_seed
 from trainer.device import prepare_model, resolve_device
 from trainer.distributed import DistInfo, finish, init_distributed, unwrap, wrap_model
@@ -161,6 +161,11 @@ def _train(args: argparse.Namespace, run_dir: Path, data: ImageData, info: DistI
     val = "n/a" if metrics["val_acc"] is None else f"{100 * metrics['val_acc']:.2f}%"
     print(f"done: train {100 * metrics['train_acc']:.2f}%  val {val}  "
           f"test {100 * metrics['test_acc']:.2f}%  ({train_seconds:.1f}s) -> {run_dir}")
+    wb = wandb_run(args, pretrain_name(args), group=f"{args.arch}-{args.dataset}-pretrain")
+    if wb is not None:  # the W&B mirror of log.jsonl and metrics.json (--wandb-*), once the run is complete
+        for row in history:
+            wb.log(row)
+        wb.finish({k: v for k, v in metrics.items() if k != "history"})
     release(run_dir)  # before finish: under torchrun it ends the process with os._exit
     finish(info)  # data-parallel: wait for the other ranks and exit (no-op in one process)
     return 0

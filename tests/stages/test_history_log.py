@@ -116,3 +116,16 @@ def test_rum_writes_a_log_per_step(workdir, fake_wandb, monkeypatch, capsys):
     assert [sorted(r) for r in run.logged] == [sorted(f"step0/{k}" for k in ft[0]),
                                                sorted(f"step2/{k}" for k in ng[0])]
     assert run.finished and run.summary["method"] == "RUM"
+
+
+def test_pretraining_history_mirrored_to_a_fake_wandb(tmp_path, fake_wandb, monkeypatch, capsys):
+    import main_train
+
+    code, out, err = run_cli(main_train, ["--dataset", "digits", "--arch", "mlp", "--epochs", "2",
+                                          "--wandb-project", "proj"], monkeypatch, capsys, tmp_path)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "ckpts" / "original").iterdir()
+    (run,) = fake_wandb.runs
+    assert run.kwargs["group"] == "mlp-digits-pretrain" and run.kwargs["name"] == run_dir.name
+    assert run.logged == _rows(run_dir / "log.jsonl") and len(run.logged) == 2
+    assert run.summary["test_acc"] == json.loads((run_dir / "metrics.json").read_text())["test_acc"] and run.finished
