@@ -143,3 +143,41 @@ def exit_code(module, argv, monkeypatch) -> int:
     with pytest.raises(SystemExit) as e:
         run_main(module.main)
     return e.value.code or 0
+
+
+# A toy unlearning problem on 8x8 single-channel images (tests/unlearn): 48 examples of 3 classes,
+# every 4th one forgotten.
+TOY_C, TOY_N = 3, 48
+TOY_FORGET = np.arange(0, TOY_N, 4, dtype=np.int64)  # 12 examples
+TOY_RETAIN = np.setdiff1d(np.arange(TOY_N), TOY_FORGET)
+
+
+def toy_data(seed: int = 0, name: str = "digits"):
+    """Random uint8 images and labels as an :class:`utils.data.ImageData` (6 test images)."""
+    import torch
+
+    from utils.data import ImageData
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (TOY_N, 1, 8, 8), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, TOY_C, (TOY_N,), generator=g)
+    return ImageData(name, x, y, x[:6].clone(), y[:6].clone(), TOY_C, np.arange(TOY_N, dtype=np.int64),
+                     np.zeros(0, np.int64), mean=(0.5,), std=(0.25,))
+
+
+def toy_model(arch: str = "mlp", seed: int = 0):
+    import torch
+
+    from models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(arch, TOY_C, in_channels=1, image_size=8, mean=(0.5,), std=(0.25,))
+
+
+def toy_task(model, data, seed: int = 0):
+    import torch
+
+    from unlearn.base import UnlearnTask
+
+    return UnlearnTask(model, data, TOY_FORGET, TOY_RETAIN, torch.device("cpu"), seed,
+                       torch.Generator().manual_seed(seed))

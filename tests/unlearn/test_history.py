@@ -9,19 +9,8 @@ from trainer.evaluate import predict
 from trainer.optim import SamConfig
 from unlearn import get_method
 from unlearn.base import SeenAccuracy, UnlearnConfig, UnlearnTask
-from utils.data import ImageData
 
-C, N = 3, 48
-FORGET = np.arange(0, N, 4, dtype=np.int64)
-RETAIN = np.setdiff1d(np.arange(N), FORGET)
-
-
-def _data(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (N, 1, 8, 8), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, C, (N,), generator=g)
-    return ImageData("digits", x, y, x[:6].clone(), y[:6].clone(), C, np.arange(N, dtype=np.int64),
-                     np.zeros(0, np.int64), mean=(0.5,), std=(0.25,))
+from helpers import TOY_C as C, TOY_FORGET as FORGET, TOY_RETAIN as RETAIN, toy_data as _data
 
 
 def _task(data, seed=0):

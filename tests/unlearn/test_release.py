@@ -11,36 +11,16 @@ from torch import nn
 from torch.func import functional_call
 
 import unlearn.neggrad_plus as ngp
-from models import build_model
 from trainer.mask import ReleaseMask, is_release_mask
 from trainer.optim import SamConfig, make_optimizer
 from trainer.sam import SAM
 from unlearn import get_method
-from unlearn.base import UnlearnConfig, UnlearnTask, make_unlearn_optimizer
+from unlearn.base import UnlearnConfig, make_unlearn_optimizer
 from unlearn.release import release_config
 from utils.batches import Batch
-from utils.data import ImageData
 
-C, N = 3, 48
-FORGET = np.arange(0, N, 4, dtype=np.int64)  # 12 examples
-RETAIN = np.setdiff1d(np.arange(N), FORGET)
-
-
-def _data(seed=0, name="digits"):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (N, 1, 8, 8), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, C, (N,), generator=g)
-    return ImageData(name, x, y, x[:6].clone(), y[:6].clone(), C, np.arange(N, dtype=np.int64),
-                     np.zeros(0, np.int64), mean=(0.5,), std=(0.25,))
-
-
-def _model(arch="mlp", seed=0):
-    torch.manual_seed(seed)
-    return build_model(arch, C, in_channels=1, image_size=8, mean=(0.5,), std=(0.25,))
-
-
-def _task(model, data, seed=0):
-    return UnlearnTask(model, data, FORGET, RETAIN, torch.device("cpu"), seed, torch.Generator().manual_seed(seed))
+from helpers import (TOY_FORGET as FORGET, TOY_N as N, TOY_RETAIN as RETAIN,
+                     toy_data as _data, toy_model as _model, toy_task as _task)
 
 
 def _mask(model, seed=0):
