@@ -27,7 +27,7 @@ from results.table import METRICS, Report, build_report
 from utils.errors import UserError
 from utils.io import atomic_write_bytes, atomic_write_json
 
-__all__ = ["main", "run", "filters_from_args"]
+__all__ = ["main", "run", "filters_from_args", "discover_runs", "select_runs"]
 
 FILTERING_DEFAULTS = ("dataset", "arch")  # flags that filter only when given
 
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace, metric: str = "tow", *, given: Iterable[str] =
         return run_es(args)
     root = Path(args.runs) if args.runs else Path(args.ckpts) / "unlearn"
     out_dir = Path(args.out) if args.out else Path(args.ckpts) / "analysis"
-    runs, skipped = _discover(root, prog)
+    runs, skipped = discover_runs(root, prog)
     filters = filters_from_args(args, given)
-    selected = _select(runs, filters, root)
+    selected = select_runs(runs, filters, root)
     selection = None
     if args.select:
         pool = select(runs, Filters(dataset=selected[0].dataset, arch=selected[0].arch, unlearn=filters.unlearn,
@@ -88,18 +88,20 @@ def run(args: argparse.Namespace, metric: str = "tow", *, given: Iterable[str] =
     return 0
 
 
-def _discover(root: Path, prog: str) -> tuple[list[Run], list[str]]:
+def discover_runs(root: Path, prog: str) -> tuple[list[Run], list[str]]:
+    """Every run under ``root`` (a warning per skipped file); none is a :class:`UserError`."""
     runs, skipped = discover(root)
     for s in skipped:
         print(f"{prog}: warning: skipped {s}", file=sys.stderr)
     if not runs:
         where = "does not exist" if not root.is_dir() else "holds no unlearning run (metrics.json)"
         raise UserError(f"--runs {root}: {where}; unlearning runs are written by main_forget.py under "
-                        f"<ckpts>/unlearn/<forget set>/<method>/seed<seed>/")
+                        f"<ckpts>/unlearn/<forget set>/<model>/<method>/seed<seed>/")
     return runs, skipped
 
 
-def _select(runs: list[Run], filters: Filters, root: Path) -> list[Run]:
+def select_runs(runs: list[Run], filters: Filters, root: Path) -> list[Run]:
+    """The runs the filters keep, of one dataset and architecture; none is a :class:`UserError`."""
     selected = select(runs, filters)
     if not selected:
         raise UserError(f"no run under {root} matches {filters.flags()}; found {len(runs)} runs: {describe(runs)}")

@@ -33,7 +33,8 @@ from forget_sets.file import load_forget_set
 from forget_sets.select import memorization_groups
 from memorization.scores import load_scores, score_key
 from models import build_for, load_into
-from results.runs import Filters, Run, check_single, describe, discover, select
+from results.runs import Filters, Run
+from stages.analysis import discover_runs, filters_from_args, select_runs
 from stages.configs import device as device_of
 from utils import paths
 from utils.data import ImageData, load_data
@@ -49,29 +50,6 @@ FILTERING_DEFAULTS = ("dataset", "arch")  # flags that filter only when given (a
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, prog=PROG)
     return run(args, given=given_flags(argv, FILTERING_DEFAULTS, PROG))
-
-
-def filters_from_args(args: argparse.Namespace, given: Iterable[str]) -> Filters:
-    """The run filters, as analysis.py reads them (``--dataset``/``--arch`` only when given)."""
-    given = set(given)
-    return Filters(dataset=args.dataset if "dataset" in given else None,
-                   arch=str(args.arch).lower() if "arch" in given else None, unlearn=args.unlearn, mem=args.mem,
-                   mem_proxy=None if args.mem_proxy is None else str(args.mem_proxy).lower(),
-                   num_forget=args.num_indexes_to_replace, group_index=args.group_index, retrain=args.retrain)
-
-
-def select_runs(root: Path, filters: Filters) -> list[Run]:
-    """The runs under ``root`` the filters keep (one dataset and architecture); none is a UserError."""
-    runs, _ = discover(root)
-    if not runs:
-        where = "does not exist" if not root.is_dir() else "holds no unlearning run (metrics.json)"
-        raise UserError(f"--runs {root}: {where}; unlearning runs are written by main_forget.py under "
-                        f"<ckpts>/unlearn/<forget set>/<model>/<method>/seed<seed>/")
-    selected = select(runs, filters)
-    if not selected:
-        raise UserError(f"no run under {root} matches {filters.flags()}; found {len(runs)} runs: {describe(runs)}")
-    check_single(selected)
-    return selected
 
 
 def check_args(args: argparse.Namespace) -> tuple[str, ...]:
@@ -110,7 +88,7 @@ def run(args: argparse.Namespace, *, given: Iterable[str] = ()) -> int:
     root = Path(args.runs) if args.runs else Path(args.ckpts) / "unlearn"
     out_dir = Path(args.out) if args.out else Path(args.ckpts) / "analysis"
     filters = filters_from_args(args, given)
-    selected = select_runs(root, filters)
+    selected = select_runs(discover_runs(root, PROG)[0], filters, root)
     splits = sorted({int(_key(r).get("split_seed", args.split_seed)) for r in selected if _key(r) is not None})
     if len(splits) > 1:
         raise UserError(f"the selected runs come from models trained on different train/val splits (--split_seed "

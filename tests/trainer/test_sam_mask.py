@@ -15,32 +15,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from trainer.mask import ReleaseMask
 from trainer.optim import SamConfig, make_optimizer
 from trainer.step import optimizer_step
 
-A = np.array([1.5, 0.5])
-C = np.array([0.2, -0.1, 0.3])
-W0 = np.array([0.7, -1.2])
-V0 = np.array([0.9, -0.4, 1.1])
+from quartic import A, C, V0, W0, Quartic
+
 MW = np.array([True, False])
 MV = np.array([False, True, True])
 LR, WD, MOM = 0.1, 0.01, 0.9
-
-
-class Quartic(nn.Module):
-    """f(w, v) = 0.5 sum(A w^2) + 0.25 sum(v^4) + w0 v1 + C.v."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.tensor(W0, dtype=torch.float64))
-        self.v = nn.Parameter(torch.tensor(V0, dtype=torch.float64))
-
-    def loss(self):
-        a, c = torch.tensor(A), torch.tensor(C)
-        return 0.5 * (a * self.w ** 2).sum() + 0.25 * (self.v ** 4).sum() + self.w[0] * self.v[1] + (c * self.v).sum()
 
 
 def grad(w, v):
