@@ -7,6 +7,10 @@
 2. :func:`plot_mem_bins`: forget accuracy and MIA-efficacy against the memorization score of the
    forget examples, binned (:mod:`results.membins`), one line per method, the retrain dashed; one
    row of panels per start model.
+3. :func:`plot_audit`: the audits of ``analysis_audit.py`` (LiRA TPR at 1% FPR, the share
+   rejected as never seen, KLOM's median over the forget set) per method as grouped bars, one bar
+   per memorization level, whiskers = the 95% interval over seeds; one row of panels per start
+   model, one column per figure of merit; the retrain control in the LiRA panels.
 
 Both are sized for a two-column page width at most (7 in), 7-8 pt text, the legend outside the
 data, saved with ``bbox_inches="tight"`` (no cut labels), in the Okabe-Ito colour-blind-safe
@@ -20,11 +24,12 @@ from typing import Sequence
 
 import numpy as np
 
+from evaluation.audits.levels import LEVEL_ORDER as AUDIT_LEVELS
 from results.membins import MemBins
 from results.table import LEVEL_ORDER, Column, Report
 from utils.io import atomic_write_bytes
 
-__all__ = ["OKABE_ITO", "LEVEL_COLORS", "plot_levels", "plot_mem_bins", "level_family"]
+__all__ = ["OKABE_ITO", "LEVEL_COLORS", "AUDIT_PANELS", "plot_levels", "plot_mem_bins", "plot_audit", "level_family"]
 
 OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
 LEVEL_COLORS = {"low": "#56B4E9", "mid": "#E69F00", "high": "#D55E00", "mix": "#009E73"}
@@ -171,4 +176,67 @@ def plot_mem_bins(bins: MemBins, stem: str | Path, title: str = "") -> list[Path
         fig.tight_layout()
         fig.legend(list(handles.values()), list(handles.keys()), loc="upper left", bbox_to_anchor=(1.0, 1.0),
                    frameon=False, title=title or None, title_fontsize=7)
+        return _save(plt, fig, Path(stem))
+
+
+# plot_audit's panels: (audit, metric key, y label, scale of the value).
+AUDIT_PANELS = (("lira", "tpr@1%", "LiRA TPR@1%FPR (%)", 100.0),
+                ("lira", "reject", "rejected as never seen (%)", 100.0),
+                ("klom", "forget_p50", "KLOM, forget median", 1.0))
+
+
+def plot_audit(rows: Sequence, stem: str | Path, test_level: float = 0.05) -> list[Path]:
+    """The audit figure as ``<stem>.png`` and ``<stem>.pdf`` from the rows of
+    :func:`evaluation.audits.report.aggregate` (``audit``, ``pretrained``, ``level``, ``name``,
+    ``cells[key] = (mean, half-width, n)``); ``[]`` when no panel has a value. A method keeps its
+    slot in the panels of one audit; levels in the order all, low, mid, high, mix (every value is
+    non-negative: the y axis starts at 0, cutting whiskers below it). A dashed line marks
+    ``test_level`` (LiRA's level) in the rejection panel: where a calibrated test puts a retrain."""
+    order = AUDIT_LEVELS
+    panels = [p for p in AUDIT_PANELS if any(r.audit == p[0] and np.isfinite(r.cells.get(p[1], (np.nan,))[0])
+                                             for r in rows)]
+    if not panels:
+        return []
+    plt = _pyplot()
+    recipes = _recipes([r.pretrained for r in rows if r.audit in {p[0] for p in panels}])
+    levels = sorted({r.level for r in rows}, key=lambda v: order.index(v) if v in order else len(order))
+    width = 0.8 / len(levels)
+    with plt.rc_context(_STYLE):
+        fig, axes = plt.subplots(len(recipes), len(panels), figsize=(7.0, 1.9 * len(recipes) + 0.9), squeeze=False)
+        for i, pre in enumerate(recipes):
+            mine = [r for r in rows if r.pretrained == pre]
+            for j, (audit, key, ylabel, scale) in enumerate(panels):
+                ax = axes[i, j]
+                # the control first (LiRA), then the methods in the tables' order
+                here = [r for r in mine if r.audit == audit]
+                slots = list(dict.fromkeys([r.name for r in here if r.is_retrain] + [r.name for r in here]))
+                for k, level in enumerate(levels):
+                    xs, ys, errs = [], [], []
+                    for r in mine:
+                        c = r.cells.get(key)
+                        if r.audit != audit or r.level != level or c is None or not np.isfinite(c[0]):
+                            continue
+                        xs.append(slots.index(r.name) - 0.4 + width * (k + 0.5))
+                        ys.append(scale * c[0])
+                        errs.append(scale * c[1] if c[1] is not None else 0.0)
+                    ax.bar(xs, ys, width=width * 0.92, color=LEVEL_COLORS.get(level, OKABE_ITO[k % 8]),
+                           edgecolor="black", linewidth=0.3, label=level)
+                    if any(errs):
+                        ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor="black", elinewidth=0.7, capsize=1.5)
+                if key == "reject":
+                    ax.axhline(100 * test_level, color="black", linestyle="--", linewidth=0.6)
+                ax.set_xlim(-0.6, len(slots) - 0.4)
+                ax.set_xticks(range(len(slots)))
+                ax.set_xticklabels(slots, rotation=50, ha="right", rotation_mode="anchor", fontsize=6)
+                ax.set_ylabel(ylabel)
+                ax.set_ylim(bottom=0)
+                ax.grid(axis="y", alpha=0.3, linewidth=0.5)
+                ax.set_axisbelow(True)
+                if j == 0:
+                    ax.set_title(f"start model: {pre}", loc="left")
+        handles = [plt.Rectangle((0, 0), 1, 1, color=LEVEL_COLORS.get(v, OKABE_ITO[k % 8])) for k, v in enumerate(levels)]
+        fig.tight_layout(h_pad=0.6, w_pad=0.8)
+        fig.legend(handles, levels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(levels), frameon=False,
+                   title="memorization level of the forget examples; whiskers: 95% interval over seeds; "
+                         f"dashed: the test's level ({100 * test_level:g}%)", title_fontsize=7)
         return _save(plt, fig, Path(stem))

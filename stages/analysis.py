@@ -24,6 +24,7 @@ from results.render import render_markdown, report_json
 from results.runs import Filters, Run, check_single, describe, discover, select
 from results.select import select_rows
 from results.table import METRICS, Report, build_report
+from utils import paths
 from utils.errors import UserError
 from utils.io import atomic_write_bytes, atomic_write_json
 
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace, metric: str = "tow", *, given: Iterable[str] =
         from stages.entanglement import run as run_es
 
         return run_es(args)
-    root = Path(args.runs) if args.runs else Path(args.ckpts) / "unlearn"
-    out_dir = Path(args.out) if args.out else Path(args.ckpts) / "analysis"
+    root = Path(args.runs) if args.runs else paths.unlearn_root(args.ckpts)
+    out_dir = Path(args.out) if args.out else paths.analysis_dir(args.ckpts)
     runs, skipped = discover_runs(root, prog)
     filters = filters_from_args(args, given)
     selected = select_runs(runs, filters, root)

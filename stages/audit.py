@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from forget_sets.select import memorization_groups
 from memorization.scores import load_scores, score_key
 from models import build_for, load_into
 from results.runs import Filters, Run
+from results.table import recipe_rows, row_info
 from stages.analysis import discover_runs, filters_from_args, select_runs
 from stages.configs import device as device_of
 from utils import paths
@@ -80,13 +82,13 @@ class Audit:
 
     @property
     def audit_dir(self) -> Path:
-        return Path(self.args.ckpts) / "audit"
+        return paths.audit_dir(self.args.ckpts)
 
 
 def run(args: argparse.Namespace, *, given: Iterable[str] = ()) -> int:
     audits = check_args(args)
-    root = Path(args.runs) if args.runs else Path(args.ckpts) / "unlearn"
-    out_dir = Path(args.out) if args.out else Path(args.ckpts) / "analysis"
+    root = Path(args.runs) if args.runs else paths.unlearn_root(args.ckpts)
+    out_dir = Path(args.out) if args.out else paths.analysis_dir(args.ckpts)
     filters = filters_from_args(args, given)
     selected = select_runs(discover_runs(root, PROG)[0], filters, root)
     splits = sorted({int(_key(r).get("split_seed", args.split_seed)) for r in selected if _key(r) is not None})
@@ -95,8 +97,9 @@ def run(args: argparse.Namespace, *, given: Iterable[str] = ()) -> int:
                         f"{', '.join(map(str, splits))}); audit them separately (e.g. with --runs)")
     split_seed = splits[0] if splits else args.split_seed
     data = load_data(selected[0].dataset, args.data, split_seed=split_seed, download=args.download)
+    labels = method_labels(selected)
     targets = {r.path: Target(str(r.path), r.method, r.method_tag, r.seed, r.column, r.pretrained or "unknown",
-                              r.is_retrain) for r in selected}
+                              r.is_retrain, labels[r.path]) for r in selected}
     a = Audit(args, filters, data, device_of(args), selected, targets, {})
     for r in selected:
         a.forget_sets[str(r.path)] = _levels(a, r)
@@ -106,6 +109,15 @@ def run(args: argparse.Namespace, *, given: Iterable[str] = ()) -> int:
             fn(a)
             a.seconds[name] = time.perf_counter() - t0
     return _finish(a, audits, out_dir)
+
+
+def method_labels(runs: Sequence[Run]) -> dict[Path, str]:
+    """Each run's row label as analysis.py's tables print it (the paper name plus the
+    hyperparameters that tell a method's rows apart, :func:`results.table.row_info`); the
+    retrain is ``Retrain``."""
+    rows, pretrained, _ = recipe_rows(runs)
+    info, _ = row_info([r for r in rows if not r.is_retrain], pretrained)
+    return {r.path: "Retrain" if r.is_retrain else info[r.row or r.method_tag].label for r in rows}
 
 
 def _key(r: Run) -> dict | None:
@@ -351,6 +363,18 @@ def _intro(a: Audit) -> dict[str, str]:
     }
 
 
+def _figure(rows, out_dir: Path, test_level: float) -> list[Path]:
+    """``audit.png`` / ``audit.pdf`` (matplotlib optional: without it one note line)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"{PROG}: note: matplotlib is not installed; no figure (pip install matplotlib)", file=sys.stderr)
+        return []
+    from results.figures import plot_audit
+
+    return plot_audit(rows, out_dir / "audit", test_level)
+
+
 def _finish(a: Audit, audits: tuple[str, ...], out_dir: Path) -> int:
     intro = {k: v for k, v in _intro(a).items() if k in audits}
     rows = aggregate(a.records)
@@ -370,6 +394,7 @@ def _finish(a: Audit, audits: tuple[str, ...], out_dir: Path) -> int:
             written.append(out_dir / "audit_examples.npz")
     except OSError as e:
         raise UserError(f"--out {out_dir}: cannot write the tables ({e.strerror or e})") from None
+    written += _figure(rows, out_dir, a.args.audit_level)
     took = ", ".join(f"{k} {v:.1f}s" for k, v in a.seconds.items())
     print(f"\nwrote {', '.join(map(str, written))} ({took})")
     return 0

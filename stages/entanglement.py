@@ -20,6 +20,7 @@ from stages.configs import device as device_of, forget_spec, resolve_start_model
 from trainer.device import prepare_model
 from trainer.evaluate import embed
 from utils.data import load_data
+from utils import paths
 from utils.errors import UserError
 from utils.io import atomic_write_json
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """``analysis.py --es``: ES of a forget set within its retain set under a model
     (RUM's score; ``--es_normalized``: the sharp-unlearn variant)."""
     device = device_of(args)
-    out_dir = Path(args.out) if args.out else Path(args.ckpts) / "analysis"
+    out_dir = Path(args.out) if args.out else paths.analysis_dir(args.ckpts)
     model_file = resolve_start_model(args)
     data = load_data(args.dataset, args.data, split_seed=args.split_seed, download=args.download)
     fs, fs_name, fs_file = _forget_set_for_es(args, data, model_file, device)

@@ -105,12 +105,27 @@ def forget_set_path(ckpts: str | Path, name: str) -> Path:
     return forget_sets_dir(ckpts) / f"{name}.npz"
 
 
+def unlearn_root(ckpts: str | Path) -> Path:
+    """The tree of unlearning runs: ``<ckpts>/unlearn/<forget set>/<model>/<method tag>/seed<k>``."""
+    return Path(ckpts) / "unlearn"
+
+
 def unlearn_run_dir(ckpts: str | Path, forget_set: str, model_name: str, method_tag: str, seed: int) -> Path:
-    return Path(ckpts) / "unlearn" / forget_set / model_name / method_tag / f"seed{seed}"
+    return unlearn_root(ckpts) / forget_set / model_name / method_tag / f"seed{seed}"
+
+
+def analysis_dir(ckpts: str | Path) -> Path:
+    """Where analysis.py, analysis_mia.py, analysis_audit.py and entanglement write their tables."""
+    return Path(ckpts) / "analysis"
 
 
 def memorization_dir(ckpts: str | Path) -> Path:
     return Path(ckpts) / "memorization"
+
+
+def audit_dir(ckpts: str | Path) -> Path:
+    """Where analysis_audit.py stores its shadow models (one file per recipe and pool, reused)."""
+    return Path(ckpts) / "audit"
 
 
 def computed_proxy_path(ckpts: str | Path, dataset: str, arch: str) -> Path:

@@ -28,6 +28,7 @@ class Target:
     column: str  # the forget-set column (results.runs.column_label)
     pretrained: str  # the start model's recipe label (SGD, SAM-min ...)
     is_retrain: bool = False
+    label: str = ""  # the method's row label (results.labels; "" = the tag)
 
 
 @dataclass
@@ -52,6 +53,12 @@ class Row:
     seeds: list[int]
     cells: dict[str, tuple[float, float | None, int]]  # metric -> (mean, half-width, n values)
     per_seed: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""  # the method's row label (results.labels), the tag where none was given
+
+    @property
+    def name(self) -> str:
+        """What tables and figures call the row: its label, "(control)" for the retrain."""
+        return (self.label or self.tag) + (" (control)" if self.is_retrain else "")
 
 
 def _pct(v: float) -> str:
@@ -95,7 +102,7 @@ def aggregate(records: Iterable[Record], confidence: float = CONFIDENCE) -> list
             cells[k] = (*mean_ci(vals, confidence), len(vals)) if vals else (math.nan, None, 0)
         seeds = sorted({s for r in recs for s in (r.seeds or (r.target.seed,))})
         per_seed = [{"seed": r.target.seed, "run": r.target.path, **r.values} for r in recs]
-        rows.append(Row(audit, pre, col, level, tag, is_rt, seeds, cells, per_seed))
+        rows.append(Row(audit, pre, col, level, tag, is_rt, seeds, cells, per_seed, recs[0].target.label or tag))
     rows.sort(key=lambda r: (r.audit, r.pretrained, r.column, LEVEL_ORDER.index(r.level) if r.level in LEVEL_ORDER
                              else len(LEVEL_ORDER), _method_rank(r.tag, r.is_retrain)))
     return rows
@@ -116,14 +123,13 @@ def render_table(rows: Sequence[Row], audit: str) -> str:
     cols = COLUMNS[audit]
     show_pre = len({r.pretrained for r in rows}) > 1
     head = ((["pretrained"] if show_pre else []) + ["forget set", "mem level", "method"] + [c[1] for c in cols]
-            + ["seeds"])
+            + ["seeds", "run tag"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        tag = r.tag + (" (control)" if r.is_retrain else "")
         cells = [_cell(r.cells.get(k), f) for k, _, f in cols]
         seeds = ",".join(map(str, r.seeds))
         lines.append("| " + " | ".join(_md(x) for x in ([r.pretrained] if show_pre else []) +
-                                       [r.column, r.level, tag] + cells + [seeds]) + " |")
+                                       [r.column, r.level, r.name] + cells + [seeds, r.tag]) + " |")
     return "\n".join(lines) + "\n"
 
 

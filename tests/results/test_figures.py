@@ -114,3 +114,27 @@ def test_levels_figure_two_start_models(tmp_path):
     runs, _ = discover(root)
     written = plot_levels(build_report(runs, METRICS["tow"]), tmp_path / "fig")
     assert [p.name for p in written] == ["fig.png", "fig.pdf"] and all(p.stat().st_size > 1000 for p in written)
+
+
+def test_audit_figure(tmp_path):
+    pytest.importorskip("matplotlib")
+    from evaluation.audits.report import Record, Target, aggregate
+    from results.figures import plot_audit
+
+    recs = []
+    for pre in ("SGD", "SAM"):
+        for tag, label, rt in (("retrain_lr0.1", "Retrain", True), ("FT_lr0.01", "FT", False),
+                               ("GA_lr0.01", "GA", False)):
+            for level in ("low", "high"):
+                for seed in (1, 2, 3):
+                    t = Target(f"/r/{pre}/{tag}/{level}/{seed}", tag.split("_")[0], tag, seed, f"mem-{level}_n90",
+                               pre, rt, label)
+                    recs.append(Record("lira", t, level, {"tpr@1%": 0.01 * seed, "reject": 0.05 + 0.01 * seed}))
+                    if not rt:
+                        recs.append(Record("klom", t, level, {"forget_p50": 0.5 * seed}))
+    rows = aggregate(recs)
+    assert {r.name for r in rows} == {"Retrain (control)", "FT", "GA"}
+    written = plot_audit(rows, tmp_path / "audit", test_level=0.05)
+    assert [p.name for p in written] == ["audit.png", "audit.pdf"]
+    assert (tmp_path / "audit.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_audit([r for r in rows if r.audit == "relearn"], tmp_path / "none") == []

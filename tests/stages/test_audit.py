@@ -48,6 +48,11 @@ def test_audit_end_to_end_on_digits(tmp_path, monkeypatch, capsys):
     md = (out_dir / "audit.md").read_text()
     assert md in out and "## LiRA" in md and "## KLOM" in md and "## Relearning attack" in md
     js = json.loads((out_dir / "audit.json").read_text())
+    try:
+        import matplotlib  # noqa: F401
+        assert (out_dir / "audit.png").is_file() and (out_dir / "audit.pdf").is_file()
+    except ImportError:
+        assert "matplotlib is not installed; no figure" in err and not (out_dir / "audit.png").exists()
     rows = {(r["audit"], r["tag"].split("_")[0], r["level"]): r for r in js["rows"]}
     for level in ("mix", "high", "mid", "low"):  # the mix set broken down by the groups it was cut from
         assert ("lira", "retrain", level) in rows and ("lira", "FT", level) in rows

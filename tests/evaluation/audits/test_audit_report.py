@@ -40,8 +40,13 @@ def test_aggregate_means_and_intervals_over_seeds():
     assert ft.cells["auc"] == (0.5, 0.0, 3)
     assert math.isnan(rows[0].cells["auc"][0]) and rows[0].cells["auc"][2] == 0
     md = render_markdown(rows, {"lira": "intro"}, ["a note"])
-    assert "| mem-high_n10 | high | retrain (control) | 5.0 | n/a |" in md
+    assert "| mem-high_n10 | high | retrain (control) | 5.0 | n/a |" in md  # no label given: the tag
     assert f"| mem-high_n10 | high | FT | {100 * m:.1f} ± {100 * h:.1f} | 0.500 |" in md
+    assert md.count("| 1,2,3 | FT |") == 1  # the run tag, last
+    labelled = aggregate([Record("lira", Target("/r/s1", "NG", "NG_alpha0.9", 1, "c", "SGD", False, "NegGrad+ (α=0.9)"),
+                                 "high", {"reject": 0.1})])
+    assert labelled[0].name == "NegGrad+ (α=0.9)" and labelled[0].tag == "NG_alpha0.9"
+    assert "| NegGrad+ (α=0.9) | 10.0 |" in render_markdown(labelled, {"lira": ""}, [])
     assert "- a note" in md
     js = json.loads(json.dumps(report_json(rows, {"lira": "intro"}, [], {"x": 1})))
     assert js["rows"][0]["cells"]["auc"]["mean"] is None and len(js["rows"][1]["per_seed"]) == 3
