@@ -37,8 +37,10 @@ AdamW, or an architecture vmap cannot run, with a printed note.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -56,6 +58,15 @@ from utils.data import ImageData
 
 # Evaluation chunk: at most this many (model, example) pairs per batched forward.
 EVAL_PAIRS = 16384
+
+
+@contextlib.contextmanager
+def _quiet_vmap_fallback():
+    """Hide torch's "performance drop ... batching rule" warning: whether batching pays is
+    measured (:func:`compare_step_times`), not guessed from it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+        yield
 
 
 class _Stacked:
@@ -84,7 +95,8 @@ class _Stacked:
         def one(p, b, xb):
             return functional_call(self.skeleton, (p, b), (xb,))
 
-        return vmap(one, in_dims=(0, 0, None))(self.param_dict(), self.buffers, x)
+        with _quiet_vmap_fallback():
+            return vmap(one, in_dims=(0, 0, None))(self.param_dict(), self.buffers, x)
 
     @torch.no_grad()
     def write_back(self) -> None:
@@ -116,7 +128,8 @@ class _EnsembleStep:
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``xb`` [M, b, ...], ``yb`` [M, b]; returns the per-model losses [M] and logits [M, b, C]."""
-        grads, (loss, out) = self.grads(self.st.param_dict(), self.st.buffers, xb, yb)
+        with _quiet_vmap_fallback():
+            grads, (loss, out) = self.grads(self.st.param_dict(), self.st.buffers, xb, yb)
         if not torch.isfinite(loss).all():
             bad = torch.nonzero(~torch.isfinite(loss)).flatten().tolist()
             raise NonFiniteLoss(f"loss is not finite for ensemble members {bad[:10]}")
