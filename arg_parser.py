@@ -235,9 +235,10 @@ def _add_audit(p: OneLineParser) -> None:
     g.add_argument("--num_shadows", type=int, default=16, help="(new) LiRA shadow models of the audited runs' recipe")
     g.add_argument("--train_shadows", action="store_true",
                    help="(new) train the shadow models that are missing (stored under <ckpts>/audit/, reused)")
-    g.add_argument("--shadow_pool", choices=("forget", "all"), default="forget",
-                   help="(new) each shadow leaves out a random half of the audited forget sets (forget) or of the "
-                        "whole training split (all)")
+    g.add_argument("--shadow_pool", choices=("forget", "retrain", "all"), default="forget",
+                   help="(new) each shadow leaves out a random half of the audited forget set plus as many other "
+                        "examples (forget), the whole forget set (retrain: shadows are retrains, no IN models), or "
+                        "a random half of the training split (all)")
     g.add_argument("--audit_level", type=_finite_float, default=0.05, help="(new) level of LiRA's 'never seen' test")
     g.add_argument("--lira_test", choices=("t", "gauss"), default="t",
                    help="(new) LiRA p-value: Student-t prediction (exact for few shadows) or plain Gaussian")

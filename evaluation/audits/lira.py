@@ -25,7 +25,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 __all__ = ["SD_FLOOR", "logit_confidence", "gaussian_fit", "pvalue_gauss", "pvalue_t", "log_likelihood_ratio",
-           "lira_scores", "roc_summary", "tpr_at_fpr", "binomial_range"]
+           "lira_scores", "roc_summary", "tpr_at_fpr", "binomial_range", "shadow_rejection_rates", "mean_range"]
 
 SD_FLOOR = 1e-3  # a standard deviation below this (shadows that agree to 1e-3 in phi) is raised to it
 
@@ -193,3 +193,51 @@ def binomial_range(n: int, level: float, confidence: float = 0.95) -> tuple[floa
         return math.nan, math.nan
     lo, hi = stats.binom.interval(confidence, int(n), float(level))
     return float(lo) / n, float(hi) / n
+
+
+def shadow_rejection_rates(shadow_phi: np.ndarray, shadow_in: np.ndarray, *, level: float, test: str = "t",
+                           min_out: int = 2) -> np.ndarray:
+    """Leave-one-out calibration: each shadow k in turn is the target, tested on the examples it
+    did not train on against the *other* OUT shadows; its rejection rate
+    ``r_k = #{i: k OUT on i, p_i < level} / #{i: k OUT on i, >= min_out other OUT models}``.
+
+    A model trained like the shadows without x is what a retrain is under H0, so the spread of
+    ``r_k`` is the spread of a retrain's rejection rate, *including* the model-level randomness
+    that makes one model's forget examples reject together (which a binomial range over examples
+    ignores). ``nan`` for a shadow with no such example.
+
+    Args:
+        shadow_phi, shadow_in: ``[K, n]`` as in :func:`lira_scores`.
+        level: the test's level; test: ``"t"`` or ``"gauss"`` (as :func:`lira_scores`).
+
+    Returns:
+        ``[K]`` rejection rates.
+    """
+    phi = np.asarray(shadow_phi, np.float64)
+    inn = np.asarray(shadow_in, bool)
+    rates = np.full(len(phi), np.nan)
+    for k in range(len(phi)):
+        others = ~inn
+        others[k] = False
+        res = lira_scores(phi[k], phi, ~others, test=test)  # "IN" = everything that is not another OUT model
+        use = ~inn[k] & (res["n_out"] >= min_out)
+        if use.any():
+            rates[k] = float(np.mean(res["p"][use] < level))
+    return rates
+
+
+def mean_range(rates: np.ndarray, m: int, confidence: float = 0.95, draws: int = 20000,
+               seed: int = 0) -> tuple[float, float]:
+    """The central ``confidence`` range of the mean of ``m`` values drawn without replacement
+    from ``rates`` (nan dropped): the quantiles of ``draws`` such means (``default_rng(seed)``,
+    so the same rates give the same range). ``m`` >= the number of values: their mean, twice."""
+    r = np.asarray(rates, np.float64)
+    r = r[~np.isnan(r)]
+    if len(r) == 0 or m <= 0:
+        return math.nan, math.nan
+    if m >= len(r):
+        return float(r.mean()), float(r.mean())
+    picks = np.argsort(np.random.default_rng(seed).random((draws, len(r))), axis=1)[:, :m]  # m distinct per draw
+    means = r[picks].mean(1)
+    a = (1 - confidence) / 2
+    return float(np.quantile(means, a)), float(np.quantile(means, 1 - a))

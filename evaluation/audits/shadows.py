@@ -10,6 +10,10 @@ a *pool* of ids:
   and trains on as many as a retrain of F does; an OUT shadow of x in F is then "a retrain
   without x" up to which other examples it left out (a size-matched null in the spirit of
   U-LiRA, Hayes et al. 2024, whose shadows are retrains with random forget examples removed).
+* pool ``retrain``: every shadow leaves out the whole forget set F: K retrains of F with other
+  seeds, so a retrain of F is exchangeable with them (its test is calibrated by construction,
+  whatever the forget examples' mutual similarity), every shadow is OUT for every forget example
+  (twice the OUT models of pool ``forget`` for the same K) but none is IN: no likelihood ratio.
 * pool ``all``: a random half of the whole training split per shadow (Carlini et al. 2022's
   setup, one shadow set for every forget set). Its OUT models have seen half the data a retrain
   has, so their ``phi`` on unseen examples runs lower and the test rejects a retrain far too often
@@ -56,7 +60,7 @@ __all__ = ["POOLS", "RECIPE_FIELDS", "ShadowSet", "recipe_from_key", "shadow_fil
            "new_shadow_set", "save_shadows", "load_shadows", "find_shadows", "train_shadows", "describe_recipe",
            "shadow_pool"]
 
-POOLS = ("forget", "all")
+POOLS = ("forget", "retrain", "all")
 # The recipe-key entries a shadow set must share with its target (start_recipe key, stages/configs.py).
 RECIPE_FIELDS = ("dataset", "arch", "imagenet_arch", "epochs", "lr", "batch_size", "momentum", "weight_decay",
                  "warmup", "augment", "optimizer", "precision", "split_seed")
@@ -96,15 +100,20 @@ def describe_recipe(key: Mapping[str, Any]) -> str:
 
 def shadow_file_name(key: Mapping[str, Any], pool: str, pool_ids: np.ndarray) -> str:
     k = canonical_key(key)
-    tag = "all" if pool == "all" else f"pool{len(pool_ids)}-{short_hash({'ids': np.asarray(pool_ids).tolist()})}"
+    ids = f"{len(pool_ids)}-{short_hash({'ids': np.asarray(pool_ids).tolist()})}"
+    tag = "all" if pool == "all" else f"retrain{ids}" if pool == "retrain" else f"pool{ids}"
     return safe_name(f"shadows_{k['dataset']}_{k['arch']}_{k['optimizer']}_ep{k['epochs']}_h{short_hash(k)}_{tag}") \
         + ".npz"
 
 
-def left_out(pool_ids: np.ndarray, model_seed: int) -> np.ndarray:
+def left_out(pool_ids: np.ndarray, model_seed: int, pool: str = "forget") -> np.ndarray:
     """The sorted ids the shadow of seed ``model_seed`` leaves out: a random half (``floor(n/2)``)
-    of the sorted pool, drawn with ``default_rng(model_seed)``."""
-    pool = np.sort(np.asarray(pool_ids, np.int64))
+    of the sorted pool, drawn with ``default_rng(model_seed)``; the whole pool for pool
+    ``retrain``."""
+    pool_ids = np.sort(np.asarray(pool_ids, np.int64))
+    if pool == "retrain":
+        return pool_ids
+    pool = pool_ids
     perm = np.random.default_rng(int(model_seed)).permutation(len(pool))
     return np.sort(pool[perm[: len(pool) // 2]])
 
@@ -141,7 +150,7 @@ def new_shadow_set(key: Mapping[str, Any], pool: str, pool_ids: np.ndarray, trai
     mask = np.zeros((num_models, num_examples), bool)
     for k, s in enumerate(seeds):
         mask[k, train] = True
-        mask[k, left_out(pool_ids, s)] = False
+        mask[k, left_out(pool_ids, s, pool)] = False
     manifest = {"recipe": canonical_key(key), "pool": pool, "seed": int(seed), "num_models": int(num_models),
                 "num_examples": int(num_examples), "num_train": int(len(train)), "pool_size": int(len(pool_ids)),
                 "statistic": "phi = z_y - logsumexp_{j != y} z_j (float32 eval-mode logits)"}
@@ -241,11 +250,13 @@ def train_shadows(s: ShadowSet, path: Path, data: ImageData, dev_data: ImageData
 
 def shadow_pool(pool: str, forget_ids: np.ndarray, train_ids: np.ndarray, seed: int = 0) -> np.ndarray:
     """The sorted pool of ids the shadows leave random halves of: ``all`` = the training split;
-    ``forget`` = the forget ids plus ``min(|F|, |rest|)`` other training ids, the first of a
+    ``retrain`` = the forget ids (each shadow leaves all of them out); ``forget`` = the forget ids plus ``min(|F|, |rest|)`` other training ids, the first of a
     ``default_rng(seed)`` permutation of the sorted rest (so a shadow leaves out ``|F|`` ids)."""
     train = np.sort(np.asarray(train_ids, np.int64))
     if pool == "all":
         return train
+    if pool == "retrain":
+        return np.unique(np.asarray(forget_ids, np.int64))
     if pool != "forget":
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     f = np.unique(np.asarray(forget_ids, np.int64))

@@ -69,7 +69,8 @@ def test_audit_end_to_end_on_digits(tmp_path, monkeypatch, capsys):
     rt = rows[("lira", "retrain", "mix")]
     lo, hi = binomial_range(60, 0.05, 0.999)
     assert lo <= rt["cells"]["reject"]["mean"] <= hi
-    assert any(n.startswith("calibration: the retrain retrain_") for n in js["notes"])
+    calib = [n for n in js["notes"] if n.startswith("calibration: the retrain retrain_")]
+    assert calib and all("shadows tested leave-one-out reject" in n and "the mean of 2 such models" in n for n in calib)
 
     # the stored shadows are reused; a filter keeps FT and its retrain control
     code, out, err = run_cli(analysis_audit, [*audit, "--audit", "lira", "--unlearn", "FT"], monkeypatch, capsys,
@@ -78,6 +79,17 @@ def test_audit_end_to_end_on_digits(tmp_path, monkeypatch, capsys):
     assert "training" not in out and list((tmp_path / "ckpts" / "audit").glob("*.npz")) == shadow_files
     tags = {r["tag"].split("_")[0] for r in json.loads((out_dir / "audit.json").read_text())["rows"]}
     assert tags == {"FT", "retrain"}
+
+    # pool retrain: 8 retrains of the forget set as shadows; no IN models, so no likelihood ratio
+    code, out, err = run_cli(analysis_audit, [*audit, "--audit", "lira", "--shadow_pool", "retrain", "--train_shadows"],
+                             monkeypatch, capsys, tmp_path)
+    assert code in (0, None), err
+    js = json.loads((out_dir / "audit.json").read_text())
+    rows = {(r["tag"].split("_")[0], r["level"]): r for r in js["rows"]}
+    assert rows[("FT", "mix")]["cells"]["n"]["mean"] == 60  # every shadow is OUT for every forget example
+    assert rows[("FT", "mix")]["cells"]["median_log_lr"]["n"] == 0
+    assert lo <= rows[("retrain", "mix")]["cells"]["reject"]["mean"] <= hi
+    assert len(list((tmp_path / "ckpts" / "audit").glob("shadows_digits_mlp_sgd_ep6_*_retrain60-*.npz"))) == 1
 
     # shadows of another pool do not match: refused, naming the command
     code, out, err = run_cli(analysis_audit, [*audit, "--audit", "lira", "--shadow_pool", "all"], monkeypatch, capsys,

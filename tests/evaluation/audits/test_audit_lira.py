@@ -7,7 +7,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from evaluation.audits.lira import (SD_FLOOR, binomial_range, gaussian_fit, lira_scores, log_likelihood_ratio,
-                                    logit_confidence, pvalue_gauss, pvalue_t, roc_summary, tpr_at_fpr)
+                                    logit_confidence, mean_range, pvalue_gauss, pvalue_t, roc_summary,
+                                    shadow_rejection_rates, tpr_at_fpr)
 
 
 def test_logit_confidence_is_log_odds_of_the_true_class():
@@ -117,3 +118,43 @@ def test_binomial_range():
     a, b = stats.binom.interval(0.95, 200, 0.05)
     assert (lo, hi) == (a / 200, b / 200)
     assert all(math.isnan(v) for v in binomial_range(0, 0.05))
+
+
+def test_shadow_rejection_rates_by_hand():
+    """4 shadows, 2 examples: shadow 0 is OUT on both; against the other OUT shadows of each
+    example (t test) it rejects where its phi is far above theirs."""
+    phi = np.array([[9.0, 0.1],
+                    [0.0, 0.0],
+                    [1.0, 0.3],
+                    [2.0, 0.2]])
+    inside = np.array([[False, False], [False, False], [False, True], [False, False]])
+    rates = shadow_rejection_rates(phi, inside, level=0.05, test="t")
+    # shadow 0, example 0: others OUT = shadows 1, 2, 3 -> phi 0, 1, 2; example 1: shadows 1, 3 -> 0, 0.2
+    p00 = stats.t.sf((9.0 - 1.0) / (1.0 * math.sqrt(1 + 1 / 3)), 2)
+    sd = np.std([0.0, 0.2], ddof=1)
+    p01 = stats.t.sf((0.1 - 0.1) / (sd * math.sqrt(1 + 1 / 2)), 1)
+    assert p00 < 0.05 < p01
+    assert rates[0] == pytest.approx(0.5)
+    # shadow 2 trained on example 1: only example 0 counts (others: 0, 2, 9 -> not rejected)
+    p20 = stats.t.sf((1.0 - np.mean([9.0, 0.0, 2.0])) / (np.std([9.0, 0.0, 2.0], ddof=1) * math.sqrt(4 / 3)), 2)
+    assert p20 > 0.05 and rates[2] == 0.0
+    # min_out: with fewer other OUT models an example does not count; none left -> nan
+    assert math.isnan(shadow_rejection_rates(phi, inside, level=0.05, min_out=4)[0])
+
+
+def test_shadow_rejection_rates_are_calibrated_under_h0():
+    rng = np.random.default_rng(5)
+    K, n = 60, 200
+    inside = rng.random((K, n)) < 0.5
+    phi = np.where(inside, rng.normal(2.0, 1.0, (K, n)), rng.normal(0.0, 1.0, (K, n)))
+    rates = shadow_rejection_rates(phi, inside, level=0.05)
+    assert rates.shape == (K,) and abs(np.mean(rates) - 0.05) < 0.01
+
+
+def test_mean_range():
+    r = np.array([0.0, 0.1, 0.2, np.nan])
+    lo, hi = mean_range(r, 2, confidence=0.999)
+    assert (lo, hi) == pytest.approx((0.05, 0.15))  # the means of 2 of 3 distinct: 0.05, 0.1, 0.15
+    assert mean_range(r, 3) == pytest.approx((0.1, 0.1)) and mean_range(r, 1, 0.95) == (0.0, 0.2)
+    assert mean_range(r, 2) == mean_range(r, 2)  # seeded
+    assert all(math.isnan(v) for v in mean_range(np.array([np.nan]), 2))

@@ -43,6 +43,15 @@ def test_pools_and_subsets(digits):
     assert s.in_mask.sum(1).tolist() == [len(digits.train_ids) - len(f)] * 6
     assert not s.in_mask[:, digits.val_ids].any()
     assert len({m.tobytes() for m in s.in_mask}) == 6
+    # pool retrain: every shadow is a retrain of F (all of it left out, nothing else)
+    rp = shadow_pool("retrain", f[::-1], digits.train_ids)
+    assert np.array_equal(rp, np.sort(f)) and np.array_equal(left_out(rp, 7, "retrain"), np.sort(f))
+    r = new_shadow_set(KEY, "retrain", rp, digits.train_ids, len(digits.x), len(digits.test_y), 3)
+    want = np.zeros(len(digits.x), bool)
+    want[np.setdiff1d(digits.train_ids, f)] = True
+    assert all(np.array_equal(m, want) for m in r.in_mask)
+    assert shadow_file_name(KEY, "retrain", rp) != shadow_file_name(KEY, "forget", rp)
+    assert "_retrain" in shadow_file_name(KEY, "retrain", rp)
 
 
 def test_file_roundtrip_and_lookup(digits, tmp_path):
