@@ -20,6 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from evaluation.audits.pools import DEFAULT_POOL as DEFAULT_SHADOW_POOL, POOLS as SHADOW_POOLS
 from forget_sets.select import LEVELS, parse_mem
 from memorization.proxies import PROXIES
 from models import ARCHS
@@ -235,10 +236,10 @@ def _add_audit(p: OneLineParser) -> None:
     g.add_argument("--num_shadows", type=int, default=16, help="(new) LiRA shadow models of the audited runs' recipe")
     g.add_argument("--train_shadows", action="store_true",
                    help="(new) train the shadow models that are missing (stored under <ckpts>/audit/, reused)")
-    g.add_argument("--shadow_pool", choices=("forget", "retrain", "all"), default="forget",
-                   help="(new) each shadow leaves out a random half of the audited forget set plus as many other "
-                        "examples (forget), the whole forget set (retrain: shadows are retrains, no IN models), or "
-                        "a random half of the training split (all)")
+    g.add_argument("--shadow_pool", choices=SHADOW_POOLS, default=DEFAULT_SHADOW_POOL,
+                   help="(new) each shadow leaves out the whole audited forget set (retrain: shadows are retrains "
+                        "of it; no IN models), a random half of it plus as many other examples (forget: IN and "
+                        "OUT models, the likelihood ratio), or a random half of the training split (all)")
     g.add_argument("--audit_level", type=_finite_float, default=0.05, help="(new) level of LiRA's 'never seen' test")
     g.add_argument("--lira_test", choices=("t", "gauss"), default="t",
                    help="(new) LiRA p-value: Student-t prediction (exact for few shadows) or plain Gaussian")

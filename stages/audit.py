@@ -28,7 +28,7 @@ from evaluation.audits.lira import binomial_range, mean_range, shadow_rejection_
 from evaluation.audits.relearn import RelearnConfig, relearn
 from evaluation.audits.report import Record, Target, aggregate, render_markdown, report_json
 from evaluation.audits.runner import klom_group, lira_run, load_outputs
-from evaluation.audits.shadows import (POOLS, describe_recipe, find_shadows, load_shadows, new_shadow_set,
+from evaluation.audits.shadows import (DEFAULT_POOL, POOLS, describe_recipe, find_shadows, load_shadows, new_shadow_set,
                                        recipe_from_key, save_shadows, shadow_pool, train_shadows)
 from forget_sets.file import load_forget_set
 from forget_sets.select import memorization_groups
@@ -167,7 +167,7 @@ def _shadow_command(a: Audit, k: int) -> str:
     args = a.args
     flags = [f"--ckpts {args.ckpts}"] + ([f"--runs {args.runs}"] if args.runs else []) + \
         ([f"--data {args.data}"] if args.data != "datasets" else []) + ([a.filters.flags()] if a.filters.flags() else [])
-    pool = [] if args.shadow_pool == "forget" else [f"--shadow_pool {args.shadow_pool}"]
+    pool = [] if args.shadow_pool == DEFAULT_POOL else [f"--shadow_pool {args.shadow_pool}"]
     return " ".join([f"python {PROG} --audit lira --train_shadows --num_shadows {k}"] + pool + flags)
 
 

@@ -2,25 +2,28 @@
 
 A shadow set is K models of one training recipe (the start model's pretraining recipe: dataset,
 architecture, epochs, learning rate, batch size, momentum, weight decay, warm-up, augmentation,
-optimizer incl. SAM, precision, split), each trained on the training split less a random half of
-a *pool* of ids:
+optimizer incl. SAM, precision, split), each trained on the training split less a *pool* of ids
+or a random half of it:
 
-* pool ``forget`` (default): one shadow set per forget set F. The pool is F plus as many other
-  training ids drawn at random (:func:`shadow_pool`), so every shadow leaves out ``|F|`` examples
-  and trains on as many as a retrain of F does; an OUT shadow of x in F is then "a retrain
-  without x" up to which other examples it left out (a size-matched null in the spirit of
-  U-LiRA, Hayes et al. 2024, whose shadows are retrains with random forget examples removed).
-* pool ``retrain``: every shadow leaves out the whole forget set F: K retrains of F with other
-  seeds, so a retrain of F is exchangeable with them (its test is calibrated by construction,
-  whatever the forget examples' mutual similarity), every shadow is OUT for every forget example
-  (twice the OUT models of pool ``forget`` for the same K) but none is IN: no likelihood ratio.
+* pool ``retrain`` (default): one shadow set per forget set F; every shadow leaves out the whole
+  of F and nothing else: K retrains of F with other seeds. A retrain of F is exchangeable with
+  them, so its test is calibrated by construction whatever the forget examples' mutual
+  similarity, and every shadow is OUT for every forget example; none is IN, so there is no
+  likelihood ratio. This is U-LiRA's question (Hayes et al. 2024) asked directly: is the
+  unlearned model's ``phi`` on x a draw from retrained models'?
+* pool ``forget``: one set per forget set; the pool is F plus as many other training ids drawn at
+  random (:func:`shadow_pool`) and every shadow leaves out a random half of it, so it trains on
+  as many examples as a retrain of F and each x in F has IN and OUT shadows (about K/2 each: the
+  likelihood ratio). Its OUT shadow of x left out only about half of the rest of F, so where
+  forget examples help each other (the most typical ones) it is more confident on x than a
+  retrain and the test is conservative (docs/stage_audit.md measures it).
 * pool ``all``: a random half of the whole training split per shadow (Carlini et al. 2022's
   setup, one shadow set for every forget set). Its OUT models have seen half the data a retrain
   has, so their ``phi`` on unseen examples runs lower and the test rejects a retrain far too often
   (docs/stage_audit.md measures it): kept for comparison only.
 
-Shadow k leaves out the first ``floor(|pool|/2)`` ids of a permutation of the sorted pool drawn
-from ``default_rng(seed_k)``, ``seed_k = SeedSequence([seed, k])`` (the estimator's
+Under ``forget`` and ``all`` shadow k leaves out the first ``floor(|pool|/2)`` ids of a
+permutation of the sorted pool drawn from ``default_rng(seed_k)``, ``seed_k = SeedSequence([seed, k])`` (the estimator's
 :func:`memorization.estimator.model_seeds`), which also seeds its initialization and batches;
 so shadow k is the same model whichever run trains it, and a set grows by training models
 K..K'-1.
@@ -45,6 +48,7 @@ import numpy as np
 import torch
 
 from evaluation.audits.lira import logit_confidence
+from evaluation.audits.pools import DEFAULT_POOL, POOLS
 from memorization.estimator import model_seeds
 from models import build_for
 from trainer.device import prepare_model
@@ -56,11 +60,11 @@ from utils.errors import UserError
 from utils.io import atomic_save_npz
 from utils.paths import safe_name, short_hash
 
-__all__ = ["POOLS", "RECIPE_FIELDS", "ShadowSet", "recipe_from_key", "shadow_file_name", "left_out",
+__all__ = ["POOLS", "DEFAULT_POOL", "RECIPE_FIELDS", "ShadowSet", "recipe_from_key", "shadow_file_name", "left_out",
            "new_shadow_set", "save_shadows", "load_shadows", "find_shadows", "train_shadows", "describe_recipe",
            "shadow_pool"]
 
-POOLS = ("forget", "retrain", "all")
+
 # The recipe-key entries a shadow set must share with its target (start_recipe key, stages/configs.py).
 RECIPE_FIELDS = ("dataset", "arch", "imagenet_arch", "epochs", "lr", "batch_size", "momentum", "weight_decay",
                  "warmup", "augment", "optimizer", "precision", "split_seed")
