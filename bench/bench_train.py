@@ -238,7 +238,8 @@ def accuracy_mode(args, device) -> int:
     from utils.data import load_data
 
     cases = [("digits", "cnn_s", load_data("digits"), args.acc_epochs, 64),
-             ("cifar-shaped synthetic", args.acc_arch, image_data(args.acc_images, max(args.acc_images // 5, 10)),
+             (f"cifar-shaped synthetic, noise {args.acc_noise:g}", args.acc_arch,
+              image_data(args.acc_images, max(args.acc_images // 5, 10), noise=args.acc_noise),
               args.acc_epochs, 128)]
     print(f"# final accuracies, fp32 vs bf16 training (same seeds); {machine(device)}")
     print("| data | arch | epochs | precision | train acc | val acc | test acc | seconds |\n|---|---|---|---|---|---|---|---|")
@@ -282,6 +283,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--acc_epochs", type=int, default=10, help="--accuracy: epochs per run")
     p.add_argument("--acc_images", type=int, default=2000, help="--accuracy: synthetic CIFAR-shaped training images")
     p.add_argument("--acc_arch", default="resnet20s", help="--accuracy: architecture on the CIFAR-shaped data")
+    p.add_argument("--acc_noise", type=float, default=400.0,
+                   help="--accuracy: per-pixel noise of the CIFAR-shaped data (100: 100%% either way; 1000: near chance)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.precision = [v.strip().lower() for v in args.precision.split(",") if v.strip()]

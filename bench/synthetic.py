@@ -36,11 +36,14 @@ def cifar_arrays(n: int, seed: int = 0, num_classes: int = 10, noise: float = 10
     return x.round().clamp(0, 255).to(torch.uint8).numpy(), y
 
 
-def image_data(n_train: int, n_test: int, seed: int = 0, val_fraction: float = 0.1) -> ImageData:
+def image_data(n_train: int, n_test: int, seed: int = 0, val_fraction: float = 0.1,
+               noise: float = 100.0) -> ImageData:
     """An in-memory CIFAR-10-shaped :class:`ImageData` (name ``cifar10``: its normalization and
-    crop + flip augmentation), ``val_fraction`` of the training images held out as validation."""
-    x, y = cifar_arrays(n_train, seed)
-    tx, ty = cifar_arrays(n_test, seed + 1)
+    crop + flip augmentation), ``val_fraction`` of the training images held out as validation;
+    ``noise``: the per-pixel standard deviation around the class template (100: a ResNet-20
+    reaches 100% in 10 epochs on 2,000 images; 400: about 55%; 1,000: near chance)."""
+    x, y = cifar_arrays(n_train, seed, noise=noise)
+    tx, ty = cifar_arrays(n_test, seed + 1, noise=noise)
     ids = np.random.RandomState(seed).permutation(n_train)
     n_val = int(round(val_fraction * n_train))
     mean, std = NORMALIZATION["cifar10"]
