@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-N_TRAIN = 1437  # digits: the training split incl. validation (1,797 images less the 360 test)
+sys.path.insert(0, str(REPO))
+
+from utils.data import load_data  # noqa: E402
 
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, str]:
@@ -58,11 +60,17 @@ def main(argv: list[str] | None = None) -> int:
         env.update(OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
         work = Path(a.keep) if a.keep else Path(tmp)
-        (work / "ckpts" / "memorization").mkdir(parents=True, exist_ok=True)
-        np.savez(work / "ckpts" / "memorization" / "digits_memorization.npz",
-                 memorization=np.random.default_rng(0).random(N_TRAIN))
-        base = ["--dataset", "digits", "--arch", a.arch, "--epochs", str(a.epochs), "--lr", "0.1",
-                "--batch_size", "64", "--ckpts", "ckpts"]
+        n_images = len(load_data("digits").x)  # the score file covers the training split incl. validation
+
+        def tree(name: str) -> list[str]:
+            """A ``--ckpts`` tree with the synthetic score file; the shared flags pointing at it."""
+            (work / name / "memorization").mkdir(parents=True, exist_ok=True)
+            np.savez(work / name / "memorization" / "digits_memorization.npz",
+                     memorization=np.random.default_rng(0).random(n_images))
+            return ["--dataset", "digits", "--arch", a.arch, "--epochs", str(a.epochs), "--lr", "0.1",
+                    "--batch_size", "64", "--ckpts", name]
+
+        base = tree("ckpts")
         forget = ["--mem", "high", "--num_indexes_to_replace", str(a.n)]
         retrain = ["--unlearn", "retrain", "--unlearn_epochs", str(a.epochs), "--unlearn_lr", "0.1"]
         t0 = time.perf_counter()
@@ -74,10 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 _run([str(REPO / "main_forget.py"), *b, *forget, *extra], work, env)
         build = time.perf_counter() - t0
         # the baseline unit: a retrain in a tree of its own (its pretraining not timed)
-        (work / "unit" / "memorization").mkdir(parents=True, exist_ok=True)
-        np.savez(work / "unit" / "memorization" / "digits_memorization.npz",
-                 memorization=np.random.default_rng(0).random(N_TRAIN))
-        unit = [*base[:-1], "unit", "--seed", "1"]
+        unit = [*tree("unit"), "--seed", "1"]
         _run([str(REPO / "main_train.py"), *unit], work, env)
         t_retrain, _ = _run([str(REPO / "main_forget.py"), *unit, *forget, *retrain], work, env)
         audit = [str(REPO / "analysis_audit.py"), "--ckpts", "ckpts", "--dataset", "digits",
